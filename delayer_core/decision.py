@@ -1,0 +1,216 @@
+"""The PrefillDelayer decision as a pure function.
+
+    decide(state: DelayerState, rows, config: DelayerConfig, now: float) -> Outcome
+
+``rows`` is the TP0 view of the gathered buffer: one 5-field row per DP replica
+(``buffer[:, 0, :]``), as a sequence of sequences of ints or a :class:`GatherSummary`
+already reduced from them. Fields, in order (``FIELDS``): prefillable,
+token_watermark_force_allow, running_batch, max_prefill_bs, waiting_queue_len.
+``now`` is the caller's clock in seconds (monotonic); it only measures waits.
+
+Every input comes from the gathered rows, the previous state and the config, so all ranks
+that gathered the same rows reach the same outcome. Rules, in order:
+
+1. Classify the prefillable column: ``all`` ranks, ``none`` or ``mixed``.
+2. ``all`` or ``mixed`` with any ``token_watermark_force_allow`` -> allow, ``token_watermark``.
+3. ``none`` -> allow, reason ``""``.
+4. ``mixed`` -> delay (``delay``) while ``delayed_count < max_delay_passes - 1``, else allow
+   with ``wait_timeout``.
+5. ``all`` -> allow (``wait_success`` if an episode was running, else ``no_wait``), unless the
+   slot condition (free slots ``max_running - max(running_batch) < max(max_prefill_bs)``) or
+   the queue condition (trigger on, some rank running,
+   ``0 < min(int(max_running * ratio), max(max_prefill_bs)) > max(waiting_queue_len)`` and the
+   episode younger than ``max_delay_ms``) holds: then delay (``delay_slots`` /
+   ``delay_queue``) under the same ``max_delay_passes`` cap as rule 4. The first time either
+   condition holds in a process it is skipped (``skip_first_delayer``), and the pass is allowed.
+
+Without DP attention, ``max_running`` is ``max_running_requests`` divided among the DP
+replicas, rounded up. Every allow ends the running episode; the outcome then carries the
+passes and seconds it waited.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Optional, Union
+
+FIELDS = (
+    "prefillable",
+    "token_watermark_force_allow",
+    "running_batch",
+    "max_prefill_bs",
+    "waiting_queue_len",
+)
+NUM_FIELDS = len(FIELDS)
+
+STATUSES = ("all", "none", "mixed")
+REASONS = (
+    "",
+    "token_watermark",
+    "no_wait",
+    "wait_success",
+    "wait_timeout",
+    "delay",
+    "delay_slots",
+    "delay_queue",
+)
+
+
+@dataclass(frozen=True)
+class DelayerConfig:
+    max_delay_passes: int = 30
+    max_running_requests: int = 1 << 30
+    dp_size: int = 1
+    enable_dp_attention: bool = True
+    queue_min_ratio: Optional[float] = None  # None: queue trigger off
+    max_delay_ms: float = 5000.0
+    token_usage_low_watermark: Optional[float] = None  # used locally, not by decide()
+
+    def __post_init__(self) -> None:
+        if self.max_delay_passes < 1:
+            raise ValueError(f"max_delay_passes must be >= 1, got {self.max_delay_passes}")
+        if self.dp_size < 1:
+            raise ValueError(f"dp_size must be >= 1, got {self.dp_size}")
+        if self.max_running_requests < 1:
+            raise ValueError("max_running_requests must be >= 1")
+        if self.queue_min_ratio is not None and not 0 < self.queue_min_ratio <= 1:
+            raise ValueError(f"queue_min_ratio must be in (0, 1], got {self.queue_min_ratio}")
+        if self.max_delay_ms <= 0:
+            raise ValueError(f"max_delay_ms must be > 0, got {self.max_delay_ms}")
+
+    @property
+    def max_running(self) -> int:
+        """Running-request limit one row is compared against."""
+        if self.enable_dp_attention:
+            return self.max_running_requests
+        return math.ceil(self.max_running_requests / self.dp_size)
+
+
+@dataclass(frozen=True)
+class DelayerState:
+    delayed_count: int = 0
+    episode_start: Optional[float] = None  # None: no delay episode running
+    skip_first_pending: bool = True  # skip_first_delayer not consumed yet
+
+    @property
+    def in_episode(self) -> bool:
+        return self.episode_start is not None
+
+
+@dataclass(frozen=True)
+class GatherSummary:
+    """The reductions of the TP0 rows that the decision reads (what upstream `.item()`s)."""
+
+    prefillable_min: int
+    prefillable_max: int
+    force_allow_max: int
+    running_batch_max: int
+    max_prefill_bs_max: int
+    waiting_queue_max: int
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[int]]) -> GatherSummary:
+        if len(rows) == 0:
+            raise ValueError("no gathered rows")
+        for row in rows:
+            if len(row) != NUM_FIELDS:
+                raise ValueError(f"a gathered row has {len(row)} fields, expected {NUM_FIELDS}")
+        cols = list(zip(*rows, strict=True))
+        return cls(
+            prefillable_min=int(min(cols[0])),
+            prefillable_max=int(max(cols[0])),
+            force_allow_max=int(max(cols[1])),
+            running_batch_max=int(max(cols[2])),
+            max_prefill_bs_max=int(max(cols[3])),
+            waiting_queue_max=int(max(cols[4])),
+        )
+
+    @property
+    def status(self) -> str:
+        if self.prefillable_min > 0:
+            return "all"
+        if self.prefillable_max == 0:
+            return "none"
+        return "mixed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    allow: bool
+    reason: str
+    status: str
+    state: DelayerState  # the state to pass to the next decide()
+    delayed_count: int  # delays in the episode so far (after this pass)
+    passes_waited: Optional[int] = None  # set when this pass ends an episode
+    seconds_waited: Optional[float] = None
+
+    @property
+    def ends_episode(self) -> bool:
+        return self.passes_waited is not None
+
+
+Rows = Union[Sequence[Sequence[int]], GatherSummary]
+
+
+def decide(state: DelayerState, rows: Rows, config: DelayerConfig, now: float) -> Outcome:
+    summary = rows if isinstance(rows, GatherSummary) else GatherSummary.from_rows(rows)
+    status = summary.status
+
+    if status != "none" and summary.force_allow_max > 0:
+        return _allow(state, status, "token_watermark", now)
+    if status == "none":
+        return _allow(state, status, "", now)
+    if status == "mixed":
+        return _delay_or_timeout(state, status, "delay", now, config)
+
+    condition = _all_prefillable_delay_condition(state, summary, config, now)
+    if condition is None:
+        return _allow(state, status, "wait_success" if state.in_episode else "no_wait", now)
+    if state.skip_first_pending:
+        skipped = replace(state, skip_first_pending=False)
+        return _allow(skipped, status, "wait_success" if state.in_episode else "no_wait", now)
+    return _delay_or_timeout(state, status, condition, now, config)
+
+
+def _all_prefillable_delay_condition(
+    state: DelayerState, summary: GatherSummary, config: DelayerConfig, now: float
+) -> Optional[str]:
+    """Reason to hold back a prefill every rank could start, or None."""
+    max_running = config.max_running
+    if max_running - summary.running_batch_max < summary.max_prefill_bs_max:
+        return "delay_slots"
+    if config.queue_min_ratio is not None and summary.running_batch_max > 0:
+        threshold = min(int(max_running * config.queue_min_ratio), summary.max_prefill_bs_max)
+        started = state.episode_start if state.in_episode else now
+        young = (now - started) * 1000.0 < config.max_delay_ms
+        if threshold > 0 and threshold > summary.waiting_queue_max and young:
+            return "delay_queue"
+    return None
+
+
+def _delay_or_timeout(
+    state: DelayerState, status: str, reason: str, now: float, config: DelayerConfig
+) -> Outcome:
+    if state.delayed_count < config.max_delay_passes - 1:
+        count = state.delayed_count + 1
+        start = state.episode_start if state.in_episode else now
+        nxt = replace(state, delayed_count=count, episode_start=start)
+        return Outcome(False, reason, status, nxt, count)
+    return _allow(state, status, "wait_timeout", now)
+
+
+def _allow(state: DelayerState, status: str, reason: str, now: float) -> Outcome:
+    ended = replace(state, delayed_count=0, episode_start=None)
+    if not state.in_episode:
+        return Outcome(True, reason, status, ended, 0)
+    return Outcome(
+        True,
+        reason,
+        status,
+        ended,
+        state.delayed_count,
+        passes_waited=state.delayed_count,
+        seconds_waited=max(0.0, now - state.episode_start),
+    )
