@@ -1,0 +1,340 @@
+"""The one harness every benchmark shares: run a case on all ranks, return its result.
+
+Per iteration, on every rank: wait for the agreed start instant (isolated cadence) or go at
+once (streaming); launch the simulated forward if any; then time, on the host, the pass the
+scheduler loses: gather + read-back + decide, from "local row ready" to "decision on the
+CPU". The path counts its GPU<->CPU sync time (stall) separately. Outside the timed window:
+let the GPU drain, read the collective's device time, check every gathered element.
+Per-rank arrays are collected after the case; figures are reduced with the per-iteration
+max across ranks (every rank waits for the slowest).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from delayer_core.decision import DelayerConfig, DelayerState, GatherSummary, decide
+from delayer_core.paths import GatherShape, SyncPath, path_class
+
+from . import stats
+from .cases import GRANULARITIES, NCCL_PATHS, Case
+from .dist import DistContext, now_ns, spin_until
+from .machine import gpu_snapshot
+from .results import CASE_SCHEMA, utc_stamp
+
+ALIGN_LEAD_NS = 20_000_000  # first agreed start instant: 20 ms after it is chosen
+MIN_IDLE_GAP_NS = 300_000  # isolated cadence: at least this much idle before each pass
+OVERHEAD_LIMIT = 0.05  # harness overhead allowed over the raw loop
+
+
+def local_row(rank: int, iteration: int) -> list[int]:
+    """A legal row whose every field changes with rank and iteration, so a stale or
+    misplaced element is caught by the check."""
+    return [
+        (iteration + rank) % 2,
+        int(iteration % 7 == rank % 7),
+        iteration,
+        rank + 1,
+        iteration * 4096 + rank,
+    ]
+
+
+def expected_buffer(shape: GatherShape, iteration: int) -> list[list[list[int]]]:
+    tp = shape.attn_tp_size
+    return [[local_row(d * tp + t, iteration) for t in range(tp)] for d in range(shape.dp_rows)]
+
+
+def count_wrong(got, want) -> int:
+    flat_got = [v for plane in got for row in plane for v in row]
+    flat_want = [v for plane in want for row in plane for v in row]
+    if len(flat_got) != len(flat_want):
+        return max(len(flat_got), len(flat_want))
+    return sum(g != w for g, w in zip(flat_got, flat_want, strict=True))
+
+
+@dataclass
+class RankRecord:
+    """What one rank measured in one case (ns unless named otherwise)."""
+
+    pass_ns: list[int]
+    stall_ns: list[int]
+    start_ns: list[int]  # start instants on rank 0's clock
+    device_us: list[float] | None
+    forward_ms: list[float] | None
+    wrong_elements: int
+    wrong_decisions: int
+    late_starts: int
+    raw_loop_mean_ns: float | None
+    period_ns: int | None
+    gpu_before: dict | None
+    gpu_after: dict | None
+
+
+class BenchSession:
+    """Per-job state: the dist context, cached groups and calibrated forwards."""
+
+    def __init__(self, ctx: DistContext, machine_kind: str) -> None:
+        self.ctx = ctx
+        self.machine_kind = machine_kind
+        self._forwards: dict[str, object] = {}
+
+    # ---- building blocks ------------------------------------------------------------
+    def build_path(self, case: Case) -> SyncPath:
+        ctx = self.ctx
+        cls = path_class(case.path)
+        high = case.priority == "high"
+        group = ctx.group(cls.backend, high_priority=high and cls.backend == "nccl")
+        device = ctx.device if cls.on_cuda else "cpu"
+        shape = GatherShape.parse(case.shape)
+        with ctx.guard(f"building path {case.path}"):
+            if case.path == "nccl_side_stream":
+                return cls(group, shape, device, priority=-1 if high else 0)
+            return cls(group, shape, device)
+
+    def forward(self, granularity: str):
+        if granularity not in self._forwards:
+            from .forward import SimulatedForward
+
+            self._forwards[granularity] = SimulatedForward(self.ctx, GRANULARITIES[granularity])
+        return self._forwards[granularity]
+
+    # ---- one case -------------------------------------------------------------------
+    def run_case(self, case: Case) -> dict:
+        """Run on every rank; every rank returns the same result dict."""
+        ctx = self.ctx
+        ctx.current_case = case.case_id
+        started = time.time()
+        path = self.build_path(case)
+        path.time_device = case.path in NCCL_PATHS
+        fwd = self.forward(case.granularity) if case.forward_ms > 0 else None
+        cuda = ctx.device is not None and case.needs_cuda
+        sched = torch.cuda.Stream(ctx.device) if cuda else None
+        gpu_index = ctx.device.index if ctx.device is not None else None
+        gpu_before = gpu_snapshot(gpu_index) if gpu_index is not None else None
+        stream_ctx = torch.cuda.stream(sched) if cuda else _null()
+        with stream_ctx, ctx.guard("running the case"):
+            if sched is not None:
+                sched.wait_stream(torch.cuda.default_stream(ctx.device))
+            loop = _Loop(self, case, path, fwd, sched)
+            warm_ns = loop.run(range(case.warmup), aligned=False, record=False)
+            period = self._agree_period(warm_ns, case) if case.cadence == "isolated" else None
+            loop.run(
+                range(case.warmup, case.warmup + case.iters),
+                aligned=period is not None,
+                record=True,
+                period_ns=period,
+            )
+            raw_mean = self._raw_loop(path, case) if self._wants_raw_loop(case) else None
+        gpu_after = gpu_snapshot(gpu_index) if gpu_index is not None else None
+        mine = RankRecord(
+            loop.pass_ns,
+            loop.stall_ns,
+            loop.start_ns,
+            loop.device_us,
+            loop.forward_ms,
+            loop.wrong_elements,
+            loop.wrong_decisions,
+            loop.late,
+            raw_mean,
+            period,
+            gpu_before,
+            gpu_after,
+        )
+        records = ctx.all_gather_object(mine)
+        return build_result(case, records, self.machine_kind, started, fwd)
+
+    def _agree_period(self, warm_ns: list[int], case: Case) -> int:
+        """The isolated cadence's period: the slowest rank's slowest warm-up iteration plus
+        slack and an idle gap, the same on every rank."""
+        ordered = sorted(warm_ns) or [1_000_000]
+        mine = stats.quantile(ordered, 0.99)
+        slowest = max(self.ctx.all_gather_object(mine))
+        return int(slowest * 1.3 + MIN_IDLE_GAP_NS)
+
+    @staticmethod
+    def _wants_raw_loop(case: Case) -> bool:
+        return case.forward_ms == 0 and case.cadence == "streaming"
+
+    def _raw_loop(self, path: SyncPath, case: Case) -> float:
+        """The same gather + decide in a bare loop: no per-sample timers, no checks, no
+        alignment. Its mean per pass is what the harness's figure is compared with."""
+        ctx = self.ctx
+        rows = [local_row(ctx.rank, i) for i in range(case.iters)]
+        config = _config(path.shape)
+        path.time_device = False
+        state = DelayerState()
+        self.ctx.barrier()
+        t0 = now_ns()
+        for row in rows:
+            state = decide(state, path.gather(row), config, 0.0).state
+        elapsed = now_ns() - t0
+        if ctx.device is not None and path.on_cuda:
+            torch.cuda.synchronize(ctx.device)
+        return elapsed / len(rows)
+
+
+def _config(shape: GatherShape) -> DelayerConfig:
+    return DelayerConfig(max_delay_passes=30, dp_size=shape.dp_rows, enable_dp_attention=True)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Loop:
+    """The measured loop of one case on one rank."""
+
+    def __init__(self, session: BenchSession, case: Case, path: SyncPath, fwd, sched) -> None:
+        self.ctx = session.ctx
+        self.case = case
+        self.path = path
+        self.fwd = fwd
+        self.sched = sched
+        self.config = _config(path.shape)
+        self.state = DelayerState()
+        self.pass_ns: list[int] = []
+        self.stall_ns: list[int] = []
+        self.start_ns: list[int] = []
+        self.device_us: list[float] | None = [] if path.time_device else None
+        self.forward_ms: list[float] | None = [] if fwd is not None else None
+        self.wrong_elements = 0
+        self.wrong_decisions = 0
+        self.late = 0
+
+    def run(
+        self, iterations: range, aligned: bool, record: bool, period_ns: int | None = None
+    ) -> list[int]:
+        """Run iterations; returns each one's whole wall time (used to size the period)."""
+        ctx, case, path, fwd, sched = self.ctx, self.case, self.path, self.fwd, self.sched
+        rank, offset = ctx.rank, ctx.clock_offset_ns
+        if aligned:
+            first = ctx.broadcast_object(now_ns() + ALIGN_LEAD_NS if ctx.is_leader else None)
+            first += offset  # rank 0's instant on this rank's clock
+        walls = []
+        for k, i in enumerate(iterations):
+            row = local_row(rank, i)
+            begin = now_ns()
+            if aligned:
+                target = first + k * period_ns
+                if spin_until(target) - target > MIN_IDLE_GAP_NS // 2:
+                    self.late += 1
+            if fwd is not None:
+                fwd.launch(case.forward_ms, after=sched)
+                if case.barrier:
+                    sched.wait_stream(fwd.stream)  # upstream's write-after-read barrier
+            before = self.state
+            path.stall_ns = 0
+            t0 = now_ns()
+            outcome = decide(before, path.gather(row), self.config, t0 * 1e-9)
+            t1 = now_ns()
+            # ---- untimed from here ----
+            self.state = outcome.state
+            if record:
+                self.pass_ns.append(t1 - t0)
+                self.stall_ns.append(path.stall_ns)
+                self.start_ns.append(t0 - offset)
+            self._check(i, before, outcome, t0 * 1e-9, record)
+            walls.append(now_ns() - begin)
+        return walls
+
+    def _check(self, i: int, before: DelayerState, outcome, now_s: float, record: bool) -> None:
+        if self.ctx.device is not None and self.sched is not None:
+            torch.cuda.synchronize(self.ctx.device)  # the forward and every stream drained
+        if record and self.device_us is not None:
+            self.device_us.append(self.path.device_time_ms() * 1000.0)
+        if record and self.forward_ms is not None:
+            self.forward_ms.append(self.fwd.last_duration_ms())
+        want = expected_buffer(self.path.shape, i)
+        self.wrong_elements += count_wrong(self.path.gathered_rows(), want)
+        tp0 = [plane[0] for plane in want]
+        if decide(before, GatherSummary.from_rows(tp0), self.config, now_s) != outcome:
+            self.wrong_decisions += 1
+
+
+def build_result(
+    case: Case, records: list[RankRecord], machine_kind: str, started: float, fwd
+) -> dict:
+    """The case's result from every rank's record; pure, so every rank builds the same."""
+    us = 1e-3
+    pass_us = [[v * us for v in r.pass_ns] for r in records]
+    stall_us = [[v * us for v in r.stall_ns] for r in records]
+    starts_us = [[v * us for v in r.start_ns] for r in records]
+    result = {
+        "schema": CASE_SCHEMA,
+        "case_id": case.case_id,
+        "group_key": case.group_key,
+        "case": case.to_dict(),
+        "machine_kind": machine_kind,
+        "world_size": len(records),
+        "started_utc": utc_stamp(started),
+        "duration_s": round(time.time() - started, 3),
+        "reduction": "per-iteration max across ranks",
+        "cadence_detail": _cadence_detail(case, records),
+        "stats": {
+            "pass_us": stats.summarize(stats.reduce_max(pass_us)),
+            "stall_us": stats.summarize(stats.reduce_max(stall_us)),
+            "start_skew_us": stats.summarize(stats.reduce_spread(starts_us)),
+        },
+        "per_rank": {
+            "pass_us": [stats.summarize(r) for r in pass_us],
+            "stall_us": [stats.summarize(r) for r in stall_us],
+            "slowest_rank_counts": stats.slowest_rank_counts(pass_us),
+        },
+        "raw": {"pass_us": pass_us, "stall_us": stall_us, "start_us": starts_us},
+        "check": {
+            "wrong_elements": sum(r.wrong_elements for r in records),
+            "wrong_decisions": sum(r.wrong_decisions for r in records),
+            "iterations_checked": case.iters + case.warmup,
+        },
+        "late_starts": sum(r.late_starts for r in records),
+        "gpu_state": {
+            "before": [r.gpu_before for r in records],
+            "after": [r.gpu_after for r in records],
+        },
+    }
+    if all(r.device_us for r in records):
+        device = [r.device_us for r in records]
+        result["stats"]["device_us"] = stats.summarize(stats.reduce_max(device))
+        result["raw"]["device_us"] = device
+    if fwd is not None and all(r.forward_ms for r in records):
+        measured = [v for r in records for v in r.forward_ms]
+        result["forward"] = {
+            "requested_ms": case.forward_ms,
+            "measured_ms": stats.summarize(measured),
+            "kernel_ms": fwd.calibration.kernel_ms,
+            "matrix_size": fwd.calibration.size,
+            "kernels": fwd.calibration.kernels_for(case.forward_ms),
+        }
+    raw_means = [r.raw_loop_mean_ns for r in records]
+    if all(m is not None for m in raw_means):
+        harness_mean = max(stats.summarize(r)["mean"] for r in pass_us)
+        raw_mean = max(raw_means) * us
+        overhead = (harness_mean - raw_mean) / raw_mean if raw_mean > 0 else 0.0
+        result["raw_loop"] = {
+            "mean_us": raw_mean,
+            "harness_mean_us": harness_mean,
+            "overhead": overhead,
+            "within_limit": overhead <= OVERHEAD_LIMIT,
+        }
+    return result
+
+
+def _cadence_detail(case: Case, records: list[RankRecord]) -> dict:
+    if case.cadence == "streaming":
+        prior = "back to back: each pass follows the previous one's check (GPU kept busy)"
+        return {"alignment": "none", "gpu_prior_state": prior, "period_us": None}
+    period = records[0].period_ns
+    return {
+        "alignment": "agreed start instants on the shared monotonic clock"
+        + ("" if len(records) == 1 else " (offsets estimated across hosts when needed)"),
+        "period_us": period * 1e-3 if period else None,
+        "gpu_prior_state": f"idle at least {MIN_IDLE_GAP_NS // 1000} us before each pass"
+        + (" (then a forward is launched)" if case.forward_ms else ""),
+    }

@@ -1,0 +1,237 @@
+"""Results on disk: one directory per run, one JSON file per finished case.
+
+Layout (documented in results/README.md)::
+
+    results/
+      index.json                          runs known, newest last
+      <machine_kind>_<YYYYmmddTHHMMSSZ>/  one run, never overwritten
+        run.json                          machine, versions, sweep, command, status
+        cases/<case_id>.json              one finished case each, written atomically
+        pytest-benchmark.json             pytest-benchmark's own file (rank 0)
+        summary.md, plots/                 the report
+
+Every write is write-to-temp, fsync, rename: a crash leaves whole files or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+RUN_SCHEMA = "dpsync-bench/run/1"
+CASE_SCHEMA = "dpsync-bench/case/1"
+INDEX_SCHEMA = "dpsync-bench/index/1"
+STAT_KEYS = ("p50", "p90", "p99", "max", "min", "mean", "stdev", "n")
+_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class ResultsError(ValueError):
+    """A missing, corrupt or foreign results file: one line, exit code 2."""
+
+
+def atomic_write_json(path: Path, data) -> None:
+    path = Path(path)
+    text = json.dumps(data, indent=1, sort_keys=True, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def utc_stamp(t: float | None = None) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t))
+
+
+def create_run_dir(root: Path, machine_kind: str) -> Path:
+    """A new directory named by machine kind and UTC time; never an existing one."""
+    if not _SAFE.match(machine_kind):
+        raise ResultsError(f"machine kind {machine_kind!r} must be letters, digits, . _ -")
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ResultsError(f"cannot create results directory {root}: {e.strerror}") from None
+    if not os.access(root, os.W_OK):
+        raise ResultsError(f"results directory {root} is not writable")
+    base = f"{machine_kind}_{utc_stamp()}"
+    for n in range(1000):
+        run = root / (base if n == 0 else f"{base}-{n}")
+        try:
+            run.mkdir()  # atomic: two runs at once can never get the same directory
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise ResultsError(f"cannot create {run}: {e.strerror}") from None
+        (run / "cases").mkdir()
+        return run
+    raise ResultsError(f"no free run directory under {root} for {base}")
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path):
+    """Hold the run directory exclusively (a resumed run and a new one can't interleave)."""
+    fd = os.open(Path(run_dir) / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ResultsError(f"{run_dir} is in use by another run") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def case_path(run_dir: Path, case_id: str) -> Path:
+    if not _SAFE.match(case_id):
+        raise ResultsError(f"unsafe case id {case_id!r}")
+    return Path(run_dir) / "cases" / f"{case_id}.json"
+
+
+def write_case(run_dir: Path, result: dict) -> Path:
+    validate_case_result(result, "result")
+    path = case_path(run_dir, result["case_id"])
+    atomic_write_json(path, result)
+    return path
+
+
+def _load_json(path: Path):
+    path = Path(path)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path}: unreadable ({e})") from None
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{path}: corrupt JSON ({e.msg} at line {e.lineno})") from None
+
+
+def _stat_block(block, where: str) -> None:
+    if not isinstance(block, dict):
+        raise ResultsError(f"{where}: not a statistics object")
+    for key in STAT_KEYS:
+        v = block.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ResultsError(f"{where}: field {key!r} missing or not a finite number")
+        if key != "stdev" and v < 0:
+            raise ResultsError(f"{where}: field {key!r} is negative")
+    if not block["min"] <= block["p50"] <= block["p90"] <= block["p99"] <= block["max"]:
+        raise ResultsError(f"{where}: quantiles out of order")
+    if block["n"] < 1:
+        raise ResultsError(f"{where}: no samples")
+
+
+def validate_case_result(data, where: str) -> dict:
+    """Check a case result's schema and sanity; raise ResultsError on anything off."""
+    if not isinstance(data, dict):
+        raise ResultsError(f"{where}: not a JSON object")
+    if data.get("schema") != CASE_SCHEMA:
+        raise ResultsError(
+            f"{where}: not a dpsync-bench case result (schema {data.get('schema')!r})"
+        )
+    for key, kind in (
+        ("case_id", str),
+        ("case", dict),
+        ("stats", dict),
+        ("machine_kind", str),
+        ("raw", dict),
+        ("check", dict),
+    ):
+        if not isinstance(data.get(key), kind):
+            raise ResultsError(f"{where}: field {key!r} missing or of the wrong type")
+    if not _SAFE.match(data["case_id"]):
+        raise ResultsError(f"{where}: unsafe case id")
+    for metric in ("pass_us", "stall_us"):
+        _stat_block(data["stats"].get(metric), f"{where}: stats.{metric}")
+    raw = data["raw"].get("pass_us")
+    if not isinstance(raw, list) or not raw or not all(isinstance(r, list) for r in raw):
+        raise ResultsError(f"{where}: raw.pass_us must be a list of per-rank lists")
+    for rank_samples in raw:
+        for v in rank_samples:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ResultsError(f"{where}: raw.pass_us holds a non-number")
+    return data
+
+
+def load_case(path: Path) -> dict:
+    return validate_case_result(_load_json(path), str(path))
+
+
+def load_run(run_dir: Path) -> dict:
+    """run.json plus every case file of a run directory, validated."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ResultsError(f"{run_dir}: not a run directory")
+    meta = _load_json(run_dir / "run.json")
+    if not isinstance(meta, dict) or meta.get("schema") != RUN_SCHEMA:
+        raise ResultsError(f"{run_dir / 'run.json'}: not a dpsync-bench run file")
+    if not isinstance(meta.get("machine_kind"), str):
+        raise ResultsError(f"{run_dir / 'run.json'}: no machine_kind")
+    cases = {}
+    for path in sorted((run_dir / "cases").glob("*.json")):
+        case = load_case(path)
+        if case["machine_kind"] != meta["machine_kind"]:
+            raise ResultsError(
+                f"{path}: from machine {case['machine_kind']!r}, run is {meta['machine_kind']!r}"
+            )
+        cases[case["case_id"]] = case
+    return {"dir": str(run_dir), "meta": meta, "cases": cases}
+
+
+def finished_case_ids(run_dir: Path) -> set[str]:
+    """Cases already on disk and valid (what --resume skips); a bad file is re-run."""
+    done = set()
+    for path in sorted((Path(run_dir) / "cases").glob("*.json")):
+        try:
+            done.add(load_case(path)["case_id"])
+        except ResultsError:
+            continue
+    return done
+
+
+def update_index(root: Path, run_dir: Path, meta: dict, n_cases: int) -> None:
+    """Record a run in results/index.json (rebuilt from disk if missing or corrupt)."""
+    root = Path(root)
+    index_path = root / "index.json"
+    with open(root / ".index.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            index = _load_json(index_path)
+            if not isinstance(index, dict) or index.get("schema") != INDEX_SCHEMA:
+                raise ResultsError("foreign index")
+        except ResultsError:
+            index = {"schema": INDEX_SCHEMA, "runs": []}
+        name = Path(run_dir).name
+        runs = [r for r in index["runs"] if isinstance(r, dict) and r.get("dir") != name]
+        runs.append(
+            {
+                "dir": name,
+                "machine_kind": meta.get("machine_kind"),
+                "started_utc": meta.get("started_utc"),
+                "status": meta.get("status"),
+                "cases": n_cases,
+            }
+        )
+        runs.sort(key=lambda r: str(r.get("started_utc")))
+        index["runs"] = runs
+        atomic_write_json(index_path, index)

@@ -1,0 +1,233 @@
+"""A sweep from start to finish on every rank: validate, join, agree, run, write, report.
+
+Bad input is refused before any process group exists (UsageError -> one line, exit 2).
+Every rank computes the same case list and proves it (a fingerprint compared across ranks);
+rank 0 alone writes files. Each finished case is on disk before the next one starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import results
+from .cases import Case, Sweep, UsageError, check_environment, sweep_fingerprint
+from .dist import DEFAULT_TIMEOUT_S, EXIT_USAGE, env_int, fail
+
+
+@dataclass
+class Options:
+    sweep: Sweep = field(default_factory=Sweep)
+    out: str | None = None  # results root; None: write no run directory
+    resume: str | None = None  # an existing run directory to complete
+    machine_kind: str | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    command: str = ""
+
+    def validate(self) -> None:
+        if not self.timeout_s > 0:
+            raise UsageError(f"timeout must be > 0 seconds, got {self.timeout_s}")
+        if self.out is not None and self.resume is not None:
+            raise UsageError("give either an output root or --resume DIR, not both")
+        if self.resume is not None and not (Path(self.resume) / "run.json").is_file():
+            raise UsageError(f"--resume {self.resume}: not a run directory (no run.json)")
+
+
+def plan(options: Options) -> list[Case]:
+    """The case list for this job, checked against this node; raises UsageError."""
+    import torch
+
+    options.validate()
+    world = env_int("WORLD_SIZE", 1)
+    local_world = env_int("LOCAL_WORLD_SIZE", 1)
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cases = options.sweep.cases(world, cuda_devices > 0)
+    check_environment(cases, world, local_world, cuda_devices)
+    return cases
+
+
+class SweepRunner:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        try:
+            self.cases = plan(options)
+        except UsageError as e:
+            fail(str(e), EXIT_USAGE)
+        self.ctx = None
+        self.session = None
+        self.run_dir: Path | None = None
+        self.done: set[str] = set()
+        self.results: dict[str, dict] = {}
+        self._lock = None
+        self._t0 = time.monotonic()
+        self._ran = 0
+
+    # ---- start ------------------------------------------------------------------------
+    def start(self) -> SweepRunner:
+        from .dist import init
+        from .harness import BenchSession
+        from .machine import default_machine_kind, machine_info
+
+        ctx = self.ctx = init(
+            self.options.timeout_s, want_cuda=any(c.needs_cuda for c in self.cases)
+        )
+        prints = ctx.all_gather_object(sweep_fingerprint(self.cases))
+        if len(set(prints)) != 1:
+            fail(
+                f"rank {ctx.rank}: ranks planned different sweeps (GPU counts differ per node?)",
+                EXIT_USAGE,
+            )
+        info = machine_info() if ctx.is_leader else None
+        kind = self.options.machine_kind or (default_machine_kind(info) if info else None)
+        kind = ctx.broadcast_object(kind)
+        self.session = BenchSession(ctx, kind)
+        self.machine = info
+        run_dir, done, error = None, [], None
+        if ctx.is_leader:
+            try:
+                run_dir, done = self._open_run_dir(kind, info)
+            except (results.ResultsError, OSError) as e:
+                error = str(e)
+        run_dir, done, error = ctx.broadcast_object((run_dir, done, error))
+        if error:
+            fail(error, EXIT_USAGE)
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.done = set(done)
+        return self
+
+    def _open_run_dir(self, kind: str, info: dict) -> tuple[str | None, list[str]]:
+        opts = self.options
+        if opts.resume:
+            run_dir = Path(opts.resume)
+            meta = results.load_run(run_dir)["meta"]
+            if meta["machine_kind"] != kind:
+                raise results.ResultsError(
+                    f"--resume {run_dir}: recorded on {meta['machine_kind']!r}, this is {kind!r}"
+                )
+            done = sorted(results.finished_case_ids(run_dir))
+        elif opts.out:
+            run_dir, done = results.create_run_dir(Path(opts.out), kind), []
+        else:
+            return None, []
+        self._lock = results.locked(run_dir)
+        self._lock.__enter__()
+        self._write_meta(run_dir, kind, info, status="running")
+        return str(run_dir), done
+
+    def _write_meta(self, run_dir: Path, kind: str, info: dict, status: str) -> None:
+        meta = {
+            "schema": results.RUN_SCHEMA,
+            "machine_kind": kind,
+            "started_utc": results.utc_stamp(),
+            "status": status,
+            "command": self.options.command or shlex.join(sys.argv),
+            "world_size": self.ctx.world_size,
+            "nnodes": env_int("GROUP_WORLD_SIZE", 1)
+            if "GROUP_WORLD_SIZE" in os.environ
+            else max(1, self.ctx.world_size // max(1, self.ctx.local_world_size)),
+            "sweep": asdict(self.options.sweep),
+            "cases_planned": [c.case_id for c in self.cases],
+            "timeout_s": self.options.timeout_s,
+            "machine": info,
+        }
+        path = Path(run_dir) / "run.json"
+        if path.exists():  # a resumed run keeps its start time and history
+            old = results._load_json(path)
+            meta["started_utc"] = old.get("started_utc", meta["started_utc"])
+            meta["resumed_utc"] = old.get("resumed_utc", []) + [results.utc_stamp()]
+        results.atomic_write_json(path, meta)
+        self.meta = meta
+
+    # ---- cases ------------------------------------------------------------------------
+    def should_run(self, case: Case) -> bool:
+        return case.case_id not in self.done
+
+    def run(self, case: Case) -> dict:
+        result = self.session.run_case(case)
+        self.results[case.case_id] = result
+        if self.ctx.is_leader and self.run_dir is not None:
+            results.write_case(self.run_dir, result)
+        self._ran += 1
+        self._progress(case, result)
+        return result
+
+    def _progress(self, case: Case, result: dict) -> None:
+        if not self.ctx.is_leader:
+            return
+        todo = [c for c in self.cases if c.case_id not in self.done]
+        k = self._ran
+        elapsed = time.monotonic() - self._t0
+        eta = elapsed / k * (len(todo) - k) if k else 0.0
+        s = result["stats"]
+        sys.stderr.write(
+            f"[dpsync] case {k}/{len(todo)} {case.case_id}: pass p50 {s['pass_us']['p50']:.1f} "
+            f"p99 {s['pass_us']['p99']:.1f} us, stall p50 {s['stall_us']['p50']:.1f} us "
+            f"(elapsed {elapsed:.0f}s, ETA {eta:.0f}s)\n"
+        )
+        sys.stderr.flush()
+
+    # ---- end --------------------------------------------------------------------------
+    def finish(self, ok: bool = True) -> None:
+        if self.ctx is None:
+            return
+        if self.ctx.is_leader and self.run_dir is not None:
+            n = len(results.finished_case_ids(self.run_dir))
+            self.meta["status"] = "complete" if ok and n == len(self.cases) else "incomplete"
+            self.meta["finished_utc"] = results.utc_stamp()
+            self.meta["cases_done"] = n
+            results.atomic_write_json(self.run_dir / "run.json", self.meta)
+            results.update_index(self.run_dir.parent, self.run_dir, self.meta, n)
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+
+
+# One table of options for every entry point (pytest's --dpsync-*, the CLI's --*).
+OPTION_SPECS = (
+    ("preset", str, "auto", "sweep preset: auto (gpu with CUDA, else cpu), cpu, gpu, smoke"),
+    ("paths", str, None, "comma-separated sync paths (default: the preset's)"),
+    ("shapes", str, None, "comma-separated DPxTP shapes covering the world (default: Nx1,1xN)"),
+    ("forward-ms", str, None, "comma-separated forward durations in ms; 0 = idle GPU"),
+    ("cadences", str, None, "comma-separated: isolated, streaming"),
+    ("variants", str, None, "on/off: no-barrier, fine-kernel, high-priority extras"),
+    ("iters", int, None, "timed iterations per idle case (default 1000)"),
+    ("forward-iters", int, None, "timed iterations per case with a forward in flight"),
+    ("warmup", int, None, "warm-up iterations per case (default 100)"),
+    ("repeat", int, 1, "run the whole sweep this many times (stability check)"),
+    ("out", str, None, "results root: a new run directory is created under it"),
+    ("resume", str, None, "an existing run directory: run only its missing cases"),
+    ("machine-kind", str, None, "label for the machine (default: from the hardware)"),
+    ("timeout", float, DEFAULT_TIMEOUT_S, "seconds before a collective gives up"),
+)
+
+
+def options_from(get) -> Options:
+    """Build Options from a getter of option values (by name, '-' as in the table)."""
+    from .cases import parse_list
+
+    variants = get("variants")
+    if variants not in (None, "on", "off"):
+        raise UsageError(f"variants must be on or off, got {variants!r}")
+    sweep = Sweep(
+        preset=get("preset"),
+        paths=parse_list(get("paths")),
+        shapes=parse_list(get("shapes")),
+        forward_ms=parse_list(get("forward-ms"), float),
+        cadences=parse_list(get("cadences")),
+        variants=None if variants is None else variants == "on",
+        iters=get("iters"),
+        forward_iters=get("forward-iters"),
+        warmup=get("warmup"),
+        repeat=get("repeat"),
+    )
+    return Options(
+        sweep=sweep,
+        out=get("out"),
+        resume=get("resume"),
+        machine_kind=get("machine-kind"),
+        timeout_s=get("timeout"),
+        command=shlex.join(sys.argv),
+    )
