@@ -24,11 +24,24 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    if RANK != 0:  # one writer: rank 0
-        for attr in ("benchmark_json", "benchmark_save", "benchmark_autosave"):
+    import dpsync_bench.dist as dist_mod
+
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:  # errors and progress must reach the console mid-test
+        dist_mod.console_unlocked = capman.global_and_fixture_disabled
+    if RANK != 0:  # one writer: rank 0 (pytest-benchmark opened the JSON file already)
+        json_file = getattr(config.option, "benchmark_json", None)
+        if json_file is not None:
+            json_file.close()
+            config.option.benchmark_json = None
+        for attr in ("benchmark_save", "benchmark_autosave"):
             if hasattr(config.option, attr):
-                setattr(config.option, attr, None if attr != "benchmark_autosave" else False)
+                setattr(config.option, attr, None if attr == "benchmark_save" else False)
         config.option.verbose = -2
+        # Only rank 0 prints pytest's report; the others keep stderr for their errors.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
 
 
 def _options(config):

@@ -7,6 +7,7 @@ the other ranks down (they would otherwise wait for their own timeouts).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
@@ -108,10 +109,21 @@ def first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
 
 
+# Where console lines go around a test runner's output capture (conftest.py sets it to
+# pytest's "capture disabled" context; plain scripts write straight through).
+console_unlocked = contextlib.nullcontext
+
+
+def console(line: str) -> None:
+    """A line on the real stderr, even inside a pytest test."""
+    with console_unlocked():
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
 def fail(message: str, code: int = EXIT_FAILED):
     """One line on stderr, then leave at once: no teardown that could wait on dead peers."""
-    sys.stderr.write(f"dpsync: {message}\n")
-    sys.stderr.flush()
+    console(f"dpsync: {message}")
     sys.stdout.flush()
     os._exit(code)
 

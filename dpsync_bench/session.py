@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,7 +17,33 @@ from pathlib import Path
 
 from . import results
 from .cases import Case, Sweep, UsageError, check_environment, sweep_fingerprint
-from .dist import DEFAULT_TIMEOUT_S, EXIT_USAGE, env_int, fail
+from .dist import DEFAULT_TIMEOUT_S, EXIT_USAGE, console, env_int, fail, first_line
+
+FAULT_ENV = "DPSYNC_FAULT"  # testing only: "kill|raise|sleep|exit@RANK:CASE_ORDINAL"
+
+
+def inject_fault(rank: int, ordinal: int) -> None:
+    """Fail on purpose where DPSYNC_FAULT says (the fault-matrix tests use this)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    try:
+        kind, where = spec.split("@")
+        at_rank, at_case = (int(x) for x in where.split(":"))
+    except ValueError:
+        fail(f"{FAULT_ENV}={spec!r} is not KIND@RANK:CASE", EXIT_USAGE)
+    if (rank, ordinal) != (at_rank, at_case):
+        return
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "raise":
+        raise RuntimeError("injected fault")
+    elif kind == "sleep":
+        time.sleep(3600)
+    elif kind == "exit":
+        os._exit(7)
+    else:
+        fail(f"{FAULT_ENV}: unknown fault kind {kind!r}", EXIT_USAGE)
 
 
 @dataclass
@@ -33,8 +60,17 @@ class Options:
             raise UsageError(f"timeout must be > 0 seconds, got {self.timeout_s}")
         if self.out is not None and self.resume is not None:
             raise UsageError("give either an output root or --resume DIR, not both")
-        if self.resume is not None and not (Path(self.resume) / "run.json").is_file():
-            raise UsageError(f"--resume {self.resume}: not a run directory (no run.json)")
+        if self.resume is not None:
+            try:
+                results.load_run(Path(self.resume))
+            except results.ResultsError as e:
+                raise UsageError(f"--resume: {e}") from None
+        if self.out is not None:
+            existing = Path(self.out).absolute()
+            while not existing.exists():
+                existing = existing.parent
+            if not existing.is_dir() or not os.access(existing, os.W_OK):
+                raise UsageError(f"results directory {self.out} is not writable")
 
 
 def plan(options: Options) -> list[Case]:
@@ -97,6 +133,9 @@ class SweepRunner:
             fail(error, EXIT_USAGE)
         self.run_dir = Path(run_dir) if run_dir else None
         self.done = set(done)
+        note = os.environ.get("DPSYNC_RUN_DIR_FILE")  # run_bench.sh learns the directory here
+        if note and ctx.is_leader and self.run_dir is not None:
+            Path(note).write_text(f"{self.run_dir}\n")
         return self
 
     def _open_run_dir(self, kind: str, info: dict) -> tuple[str | None, list[str]]:
@@ -147,10 +186,16 @@ class SweepRunner:
         return case.case_id not in self.done
 
     def run(self, case: Case) -> dict:
-        result = self.session.run_case(case)
-        self.results[case.case_id] = result
-        if self.ctx.is_leader and self.run_dir is not None:
-            results.write_case(self.run_dir, result)
+        # A rank that raised and went on would pair its next collectives with the other
+        # ranks' current case: any failure here ends the whole job, with one line.
+        try:
+            inject_fault(self.ctx.rank, self._ran)
+            result = self.session.run_case(case)
+            self.results[case.case_id] = result
+            if self.ctx.is_leader and self.run_dir is not None:
+                results.write_case(self.run_dir, result)
+        except Exception as e:
+            fail(f"rank {self.ctx.rank}: case {case.case_id}: {first_line(e)}")
         self._ran += 1
         self._progress(case, result)
         return result
@@ -163,12 +208,11 @@ class SweepRunner:
         elapsed = time.monotonic() - self._t0
         eta = elapsed / k * (len(todo) - k) if k else 0.0
         s = result["stats"]
-        sys.stderr.write(
+        console(
             f"[dpsync] case {k}/{len(todo)} {case.case_id}: pass p50 {s['pass_us']['p50']:.1f} "
             f"p99 {s['pass_us']['p99']:.1f} us, stall p50 {s['stall_us']['p50']:.1f} us "
-            f"(elapsed {elapsed:.0f}s, ETA {eta:.0f}s)\n"
+            f"(elapsed {elapsed:.0f}s, ETA {eta:.0f}s)"
         )
-        sys.stderr.flush()
 
     # ---- end --------------------------------------------------------------------------
     def finish(self, ok: bool = True) -> None:

@@ -10,61 +10,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-WORKER = REPO / "tests" / "dist_workers" / "delayer_worker.py"
-TIMEOUT_S = 120
+_launch_py = Path(__file__).resolve().parent / "dist_workers" / "launch.py"
+_spec = importlib.util.spec_from_file_location("dist_launch", _launch_py)
+launch = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(launch)
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun(nproc: int, worker: Path, *args: str, env_extra=None, attempts: int = 2):
-    """Launch ``worker`` under torchrun; return the CompletedProcess of the last attempt."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env.update(env_extra or {})
-    for attempt in range(attempts):
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            str(nproc),
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(free_port()),
-            str(worker),
-            *args,
-        ]
-        proc = subprocess.run(
-            cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
-        )
-        output = proc.stdout + proc.stderr
-        # the free port can be taken between probing and binding: retry once
-        if proc.returncode == 0 or "address already in use" not in output.lower():
-            break
-        assert attempt + 1 < attempts, output
-    return proc
-
-
-def load_worker():
-    spec = importlib.util.spec_from_file_location("delayer_worker", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+WORKER = launch.WORKERS / "delayer_worker.py"
 
 
 # (reason, status, passes_waited) per pass; allow is reason not in the delay reasons.
@@ -105,13 +60,13 @@ DELAYS = ("delay", "delay_slots", "delay_queue")
 
 @pytest.fixture(scope="module")
 def worker_module():
-    return load_worker()
+    return launch.load_module(WORKER, "delayer_worker")
 
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_delayer_over_gloo(tmp_path, worker_module, world):
-    proc = torchrun(world, WORKER, str(tmp_path))
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    proc = launch.torchrun(world, WORKER, str(tmp_path))
+    assert proc.returncode == 0, launch.tail(proc)
 
     per_rank = {}
     for rank in range(world):

@@ -1,51 +1,62 @@
-"""The CUDA sync paths (nccl_device, nccl_device_one_copy, nccl_side_stream, gloo_cuda) and
-gloo_cpu, under torchrun with one process per GPU.
+"""The sync paths under torchrun, one process per GPU: nccl_device, nccl_device_one_copy,
+nccl_side_stream and gloo_cuda (and gloo_cpu beside them).
 
-Needs CUDA: the 2-rank run needs 2 GPUs (``-m nccl``); a 1-rank run (``-m cuda``) checks the
-same paths on a single GPU. Both skip cleanly on a CPU-only machine.
+The 2-rank run needs 2 GPUs (``-m nccl``); a 1-rank run (``-m cuda``) checks the same paths
+on one GPU; both skip cleanly on a CPU-only machine. A CPU-only 2-rank run of the same
+worker checks gloo_cpu with both buffer shapes (DPx1 and 1xTP) everywhere.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.test_delayer_dist import REPO, torchrun
+_launch_py = Path(__file__).resolve().parent / "dist_workers" / "launch.py"
+_spec = importlib.util.spec_from_file_location("dist_launch", _launch_py)
+launch = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(launch)
 
-WORKER = REPO / "tests" / "dist_workers" / "paths_worker.py"
+WORKER = launch.WORKERS / "paths_worker.py"
 ITERS = 50
-CUDA_PATHS = ("nccl_device", "nccl_device_one_copy", "nccl_side_stream", "gloo_cuda")
 NCCL_PATHS = ("nccl_device", "nccl_device_one_copy", "nccl_side_stream")
+CUDA_PATHS = (*NCCL_PATHS, "gloo_cuda")
 
 
-def run_paths(tmp_path, world):
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if gpus < world:
-        pytest.skip(f"needs {world} CUDA device(s), found {gpus}")
-    proc = torchrun(world, WORKER, str(tmp_path), str(ITERS), env_extra={"NCCL_NVLS_ENABLE": "0"})
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
-    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world)]
-    for rank, report in enumerate(reports):
-        assert report["rank"] == rank and report["world"] == world
+def run_paths(tmp_path, world, *, cpu_only=False):
+    if not cpu_only:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus < world:
+            pytest.skip(f"needs {world} CUDA device(s), found {gpus}")
+    args = [str(tmp_path), str(ITERS)] + (["cpu"] if cpu_only else [])
+    proc = launch.torchrun(world, WORKER, *args, env_extra={"NCCL_NVLS_ENABLE": "0"})
+    assert proc.returncode == 0, launch.tail(proc)
+    paths = ("gloo_cpu",) if cpu_only else ("gloo_cpu", *CUDA_PATHS)
+    shapes = [f"{world}x1"] + ([f"1x{world}"] if world > 1 else [])
+    for rank in range(world):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert (report["rank"], report["world"], report["iters"]) == (rank, world, ITERS)
         results = report["results"]
-        shapes = [f"{world}x1"] + ([f"1x{world}"] if world > 1 else [])
-        for name in ("gloo_cpu", *CUDA_PATHS):
+        assert len(results) == len(paths) * len(shapes) * 2
+        for name in paths:
             for shape in shapes:
                 for mode in ("untimed", "timed"):
                     res = results[f"{name}/{shape}/{mode}"]
+                    where = (rank, name, shape, mode)
+                    # host time blocked in GPU<->CPU syncs: only the CUDA paths have any
                     if name in CUDA_PATHS:
-                        assert res["stall_ns"] > 0, (name, shape, mode)
+                        assert res["stall_ns"] > 0, where
                     else:
-                        assert res["stall_ns"] == 0, (name, shape, mode)
+                        assert res["stall_ns"] == 0, where
                     times = res["device_times_ms"]
-                    if mode == "timed":
-                        assert len(times) == ITERS
-                        assert all(isinstance(t, float) and t > 0 for t in times)
+                    if mode == "timed" and name in NCCL_PATHS:
+                        assert len(times) == ITERS, where
+                        assert all(isinstance(t, float) and t > 0 for t in times), where
                     else:
-                        assert times == []
-    return reports
+                        assert times == [], where
 
 
 @pytest.mark.nccl
@@ -56,3 +67,7 @@ def test_paths_two_ranks(tmp_path):
 @pytest.mark.cuda
 def test_paths_one_rank(tmp_path):
     run_paths(tmp_path, 1)
+
+
+def test_gloo_cpu_path_two_ranks_cpu_only(tmp_path):
+    run_paths(tmp_path, 2, cpu_only=True)

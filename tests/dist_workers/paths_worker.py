@@ -1,12 +1,13 @@
 """torchrun worker: every sync path gathers changing rows; results checked on every rank.
 
-    torchrun --nproc-per-node N tests/dist_workers/paths_worker.py OUT_DIR [ITERS]
+    torchrun --nproc-per-node N tests/dist_workers/paths_worker.py OUT_DIR [ITERS [cpu]]
 
 One process per GPU (the CUDA device is LOCAL_RANK). Inits an NCCL default group and a gloo
 group over the same ranks. For each path and each buffer shape that fits the world size it
 gathers ``ITERS`` rows that change every iteration, checks the returned GatherSummary and
 ``gathered_rows()`` against the expected buffer, and the stall / device-time accounting.
-Writes ``OUT_DIR/rank<R>.json``; any mismatch raises (non-zero exit).
+Writes ``OUT_DIR/rank<R>.json``; any mismatch raises (non-zero exit). With ``cpu`` it runs
+gloo_cpu alone on a gloo group (no GPU needed).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def check_path(name, group, device, shape, iters, rank, *, time_device, in_fligh
     path = cls(group, shape, device)
     assert path.buffer.device.type == ("cuda" if cls.on_cuda else "cpu"), path.buffer.device
     assert path.buffer.shape == shape.dims
-    path.time_device = time_device
+    # CUDA-event timing is an NCCL-path feature (the harness sets it on those alone)
+    path.time_device = time_device and cls.backend == "nccl"
     path.stall_ns = 0
     device_times = []
     for it in range(iters):
@@ -70,7 +72,7 @@ def check_path(name, group, device, shape, iters, rank, *, time_device, in_fligh
         assert summary == want, (name, str(shape), it, summary, want)
         got = path.gathered_rows()
         assert got == expected, (name, str(shape), it, got, expected)
-        if time_device:
+        if path.time_device:
             ms = path.device_time_ms()
             assert isinstance(ms, float) and ms > 0.0, (name, it, ms)
             device_times.append(ms)
@@ -79,9 +81,10 @@ def check_path(name, group, device, shape, iters, rank, *, time_device, in_fligh
         assert stall > 0, (name, stall)
     else:
         assert stall == 0, (name, stall)
-    if not time_device or cls.backend == "gloo":
+    if not path.time_device:
         assert path.device_time_ms() is None, name
-    torch.cuda.synchronize()
+    if cls.on_cuda:
+        torch.cuda.synchronize()
     return {"stall_ns": stall, "device_times_ms": device_times}
 
 
@@ -106,18 +109,26 @@ def check_rejections(nccl_group, gloo_group, device, shape):
 def main() -> None:
     out_dir = sys.argv[1]
     iters = int(sys.argv[2]) if len(sys.argv) > 2 else 50
+    cpu_only = len(sys.argv) > 3 and sys.argv[3] == "cpu"  # gloo_cpu alone, no GPU needed
     local_rank = int(os.environ["LOCAL_RANK"])
-    torch.cuda.set_device(local_rank)
-    device = torch.device("cuda", local_rank)
-    dist.init_process_group("nccl", timeout=timedelta(seconds=30), device_id=device)
-    gloo_group = dist.new_group(backend="gloo", timeout=timedelta(seconds=30))
-    nccl_group = dist.group.WORLD
+    timeout = timedelta(seconds=30)
+    if cpu_only:
+        dist.init_process_group("gloo", timeout=timeout)
+        gloo_group = nccl_group = dist.group.WORLD
+        device = None
+    else:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+        dist.init_process_group("nccl", timeout=timeout, device_id=device)
+        gloo_group = dist.new_group(backend="gloo", timeout=timeout)
+        nccl_group = dist.group.WORLD
+        check_rejections(nccl_group, gloo_group, device, GatherShape(dist.get_world_size(), 1))
     rank, world = dist.get_rank(), dist.get_world_size()
-
-    check_rejections(nccl_group, gloo_group, device, GatherShape(world, 1))
 
     results = {}
     for name, cls in PATHS.items():
+        if cpu_only and cls.on_cuda:
+            continue
         group = gloo_group if cls.backend == "gloo" else nccl_group
         dev = device if cls.on_cuda else "cpu"
         for shape in shapes(world):

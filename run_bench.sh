@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Run the default dpsync-bench sweep for this machine under torchrun, then report.
+#
+#   ./run_bench.sh [--nproc N] [--out DIR | --resume RUN_DIR] [--no-report]
+#                  [--nnodes N --rdzv-endpoint HOST:PORT [--rdzv-id ID]]
+#                  [sweep options: --paths, --shapes, --forward-ms, --cadences, --iters,
+#                   --forward-iters, --warmup, --repeat, --variants, --preset,
+#                   --machine-kind, --timeout]   (python3 -m dpsync_bench check --help)
+#
+# No GPU: gloo on the CPU with 2 ranks. One GPU: every path at 1 rank (NCCL needs a GPU per
+# rank), then gloo_cpu at 2 ranks. >= 2 GPUs: every path, one rank per GPU.
+# Exit codes: 0 ok, 2 bad input (one line), other: the job failed (finished cases are kept).
+set -uo pipefail
+cd "$(dirname "$0")" || exit 2
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# NVLink multicast stays off: a program using it can take a shared host's GPUs down.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+PY=${PYTHON:-python3}
+
+die() { echo "run_bench: $*" >&2; exit 2; }
+
+nproc="" nnodes=1 endpoint="" rdzv_id="dpsync" out="results" resume="" report=1
+sweep=()
+while (($#)); do
+  case "$1" in
+    --nproc) nproc=${2:?--nproc needs a value}; shift 2 ;;
+    --nnodes) nnodes=${2:?--nnodes needs a value}; shift 2 ;;
+    --rdzv-endpoint) endpoint=${2:?--rdzv-endpoint needs HOST:PORT}; shift 2 ;;
+    --rdzv-id) rdzv_id=${2:?--rdzv-id needs a value}; shift 2 ;;
+    --out) out=${2:?--out needs a directory}; shift 2 ;;
+    --resume) resume=${2:?--resume needs a run directory}; shift 2 ;;
+    --no-report) report=0; shift ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --*=*) sweep+=("${1%%=*}" "${1#*=}"); shift ;;
+    --*) [[ $# -ge 2 ]] || die "option $1 needs a value"; sweep+=("$1" "$2"); shift 2 ;;
+    *) die "unexpected argument '$1' (see --help)" ;;
+  esac
+done
+[[ $nnodes =~ ^[1-9][0-9]*$ ]] || die "--nnodes must be a positive integer, got '$nnodes'"
+[[ -z $nproc || $nproc =~ ^[1-9][0-9]*$ ]] || die "--nproc must be a positive integer, got '$nproc'"
+((nnodes == 1)) || [[ -n $endpoint ]] || die "--nnodes $nnodes needs --rdzv-endpoint HOST:PORT"
+
+gpus=$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)' 2>/dev/null) \
+  || die "cannot import torch with $PY (see README.md: setup)"
+
+# One torchrun job: check the sweep here first (bad input stops before any process starts).
+run_job() {  # run_job NPROC [extra sweep options...]
+  local n=$1; shift
+  local opts=("${sweep[@]}" "$@")
+  "$PY" -m dpsync_bench check --nproc "$n" --nnodes "$nnodes" "${opts[@]}" >/dev/null || exit 2
+  local note; note=$(mktemp)
+  local tmp; tmp=$(mktemp -d)
+  local launch=(--nproc-per-node "$n")
+  if ((nnodes > 1)); then
+    launch+=(--nnodes "$nnodes" --rdzv-backend c10d --rdzv-endpoint "$endpoint" --rdzv-id "$rdzv_id")
+  else
+    launch+=(--standalone)
+  fi
+  local target=(--dpsync-out "$out")
+  [[ -n $resume ]] && target=(--dpsync-resume "$resume")
+  local pyopts=()
+  local i
+  for ((i = 0; i < ${#opts[@]}; i += 2)); do pyopts+=("--dpsync-${opts[i]#--}" "${opts[i+1]}"); done
+  echo "run_bench: torchrun ${launch[*]} -m pytest benchmarks/ ${target[*]} ${pyopts[*]}" >&2
+  DPSYNC_RUN_DIR_FILE=$note "$PY" -m torch.distributed.run "${launch[@]}" -m pytest benchmarks/ \
+    -q -p no:cacheprovider --benchmark-json "$tmp/pytest-benchmark.json" \
+    "${target[@]}" "${pyopts[@]}" 2> >(tee "$tmp/stderr" >&2)
+  local rc=$?
+  wait  # for tee
+  local run_dir; run_dir=$(head -n 1 "$note" 2>/dev/null)
+  rm -f "$note"
+  if [[ -n $run_dir && -d $run_dir ]]; then
+    [[ -s $tmp/pytest-benchmark.json ]] && mv "$tmp/pytest-benchmark.json" "$run_dir/"
+    if ((report)); then
+      "$PY" -m dpsync_bench report "$run_dir" --plots || echo "run_bench: report failed" >&2
+    fi
+    echo "run_bench: results in $run_dir" >&2
+  fi
+  if ((rc != 0)); then
+    # torchrun's own failure report is long; end with the one line that says what broke.
+    local why; why=$(grep -m 1 '^dpsync: ' "$tmp/stderr" 2>/dev/null)
+    echo "run_bench: job failed (torchrun exit $rc): ${why:-see the log above}" >&2
+    rm -rf "$tmp"
+    exit "$rc"
+  fi
+  rm -rf "$tmp"
+}
+
+if [[ -n $nproc ]]; then
+  run_job "$nproc"
+elif ((gpus >= 2)); then
+  run_job "$gpus"
+elif ((gpus == 1)); then
+  run_job 1
+  [[ -z $resume ]] && run_job 2 --paths gloo_cpu --forward-ms 0
+else
+  run_job 2
+fi
