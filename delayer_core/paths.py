@@ -93,23 +93,17 @@ class SyncPath:
         self.buffer = torch.zeros(shape.dims, dtype=torch.int64, device=device)
         self._flat = self.buffer.view(-1)
         self.stall_ns = 0
-        self.time_device = False  # record CUDA events around the collective (NCCL paths)
-        self._events = None
 
     def gather(self, row: Sequence[int]) -> GatherSummary:
         raise NotImplementedError
 
+    def snapshot(self) -> torch.Tensor:
+        """A copy of what the last gather left (queued on the current stream, no sync)."""
+        return self.buffer.clone()
+
     def gathered_rows(self) -> list[list[list[int]]]:
         """The whole buffer on the host, for checking; it synchronizes, so call it untimed."""
-        return self.buffer.cpu().tolist()
-
-    def device_time_ms(self) -> float | None:
-        """Device time of the last collective; synchronizes, so call it untimed."""
-        if self._events is None:
-            return None
-        start, end = self._events
-        end.synchronize()
-        return start.elapsed_time(end)
+        return self.snapshot().cpu().tolist()
 
     def _blocking(self, fn, *args, **kwargs):
         """Run a GPU<->CPU synchronizing call and count its host time as stall."""
@@ -119,15 +113,31 @@ class SyncPath:
         return result
 
     def _all_gather(self, local: torch.Tensor) -> None:
-        if not self.time_device:
-            all_gather_into_tensor(self._flat, local, group=self.group)
-            return
-        if self._events is None:
-            self._events = tuple(torch.cuda.Event(enable_timing=True) for _ in range(2))
-        start, end = self._events
-        start.record()
         all_gather_into_tensor(self._flat, local, group=self.group)
-        end.record()
+
+    def _issue_stream(self):
+        return torch.cuda.current_stream(self.device)
+
+    def collective_device_us(self, rounds: int = 10, back_to_back: int = 20) -> list[float]:
+        """Device time of one collective, nccl-tests style: the GPU is kept busy (a sleep
+        kernel) while the host queues `back_to_back` collectives between two events, so the
+        host's enqueue time stays out. One figure per round (us per collective). Leaves the
+        buffer zeroed: call it after the measured loop."""
+        if not self.on_cuda:
+            raise ValueError(f"{self.name} runs no device collective")
+        local = torch.zeros(NUM_FIELDS, dtype=torch.int64, device=self.device)
+        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        out = []
+        with torch.cuda.stream(self._issue_stream()):
+            for _ in range(rounds):
+                torch.cuda._sleep(2_000_000)  # about 1 ms of a busy GPU
+                start.record()
+                for _ in range(back_to_back):
+                    self._all_gather(local)
+                end.record()
+                end.synchronize()
+                out.append(start.elapsed_time(end) * 1000.0 / back_to_back)
+        return out
 
     def _device_row(self, row: Sequence[int]) -> torch.Tensor:
         # torch.tensor(..., device=cuda) copies from pageable memory: a blocking copy that
@@ -206,9 +216,11 @@ class NcclSideStream(SyncPath):
         self._blocking(self._done.synchronize)
         return GatherSummary.from_rows(self._host_out[:, 0, :].tolist())
 
-    def gathered_rows(self):
-        self.stream.synchronize()
-        return self._host_out.tolist()
+    def snapshot(self):
+        return self._host_out.clone()  # final: gather() waited for the copy
+
+    def _issue_stream(self):
+        return self.stream
 
 
 class GlooCuda(SyncPath):

@@ -11,6 +11,7 @@ max across ranks (every rank waits for the slowest).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -102,41 +103,41 @@ class BenchSession:
         return self._forwards[granularity]
 
     # ---- one case -------------------------------------------------------------------
-    def run_case(self, case: Case) -> dict:
-        """Run on every rank; every rank returns the same result dict."""
+    def run_case(self, case: Case, corrupt: bool = False) -> dict:
+        """Run on every rank; every rank returns the same result dict. `corrupt` (tests
+        only) damages one gathered element each pass, as a stale-buffer bug would."""
         ctx = self.ctx
         ctx.current_case = case.case_id
         started = time.time()
         path = self.build_path(case)
-        path.time_device = case.path in NCCL_PATHS
         fwd = self.forward(case.granularity) if case.forward_ms > 0 else None
         cuda = ctx.device is not None and case.needs_cuda
         sched = torch.cuda.Stream(ctx.device) if cuda else None
         gpu_index = ctx.device.index if ctx.device is not None else None
         gpu_before = gpu_snapshot(gpu_index) if gpu_index is not None else None
-        stream_ctx = torch.cuda.stream(sched) if cuda else _null()
+        stream_ctx = torch.cuda.stream(sched) if cuda else contextlib.nullcontext()
         with stream_ctx, ctx.guard("running the case"):
             if sched is not None:
                 sched.wait_stream(torch.cuda.default_stream(ctx.device))
             loop = _Loop(self, case, path, fwd, sched)
-            warm_ns = loop.run(range(case.warmup), aligned=False, record=False)
-            period = self._agree_period(warm_ns, case) if case.cadence == "isolated" else None
+            loop.corrupt = corrupt
+            warm_ns = loop.run(0, case.warmup, aligned=False, record=False)
+            period = self._agree_period(warm_ns) if case.cadence == "isolated" else None
             loop.run(
-                range(case.warmup, case.warmup + case.iters),
-                aligned=period is not None,
-                record=True,
-                period_ns=period,
+                case.warmup, case.iters, aligned=period is not None, record=True, period_ns=period
             )
+            wrong_elements, wrong_decisions = loop.check()
             raw_mean = self._raw_loop(path, case) if self._wants_raw_loop(case) else None
+            device_us = path.collective_device_us() if case.path in NCCL_PATHS else None
         gpu_after = gpu_snapshot(gpu_index) if gpu_index is not None else None
         mine = RankRecord(
             loop.pass_ns,
             loop.stall_ns,
             loop.start_ns,
-            loop.device_us,
+            device_us,
             loop.forward_ms,
-            loop.wrong_elements,
-            loop.wrong_decisions,
+            wrong_elements,
+            wrong_decisions,
             loop.late,
             raw_mean,
             period,
@@ -146,25 +147,25 @@ class BenchSession:
         records = ctx.all_gather_object(mine)
         return build_result(case, records, self.machine_kind, started, fwd)
 
-    def _agree_period(self, warm_ns: list[int], case: Case) -> int:
-        """The isolated cadence's period: the slowest rank's slowest warm-up iteration plus
-        slack and an idle gap, the same on every rank."""
-        ordered = sorted(warm_ns) or [1_000_000]
-        mine = stats.quantile(ordered, 0.99)
+    def _agree_period(self, warm_ns: list[int]) -> int:
+        """The isolated cadence's period, the same on every rank: the slowest rank's p90
+        warm-up iteration (its first iterations, which set up communicators, left out)
+        with 20 % slack, plus a fixed idle gap."""
+        settled = warm_ns[len(warm_ns) // 5 + 1 :] or warm_ns or [1_000_000]
+        mine = stats.quantile(sorted(settled), 0.90)
         slowest = max(self.ctx.all_gather_object(mine))
-        return int(slowest * 1.3 + MIN_IDLE_GAP_NS)
+        return int(slowest * 1.2 + MIN_IDLE_GAP_NS)
 
     @staticmethod
     def _wants_raw_loop(case: Case) -> bool:
         return case.forward_ms == 0 and case.cadence == "streaming"
 
     def _raw_loop(self, path: SyncPath, case: Case) -> float:
-        """The same gather + decide in a bare loop: no per-sample timers, no checks, no
+        """The same gather + decide in a bare loop: no per-sample timers, no snapshots, no
         alignment. Its mean per pass is what the harness's figure is compared with."""
         ctx = self.ctx
         rows = [local_row(ctx.rank, i) for i in range(case.iters)]
         config = _config(path.shape)
-        path.time_device = False
         state = DelayerState()
         self.ctx.barrier()
         t0 = now_ns()
@@ -178,14 +179,6 @@ class BenchSession:
 
 def _config(shape: GatherShape) -> DelayerConfig:
     return DelayerConfig(max_delay_passes=30, dp_size=shape.dp_rows, enable_dp_attention=True)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _Loop:
@@ -202,27 +195,29 @@ class _Loop:
         self.pass_ns: list[int] = []
         self.stall_ns: list[int] = []
         self.start_ns: list[int] = []
-        self.device_us: list[float] | None = [] if path.time_device else None
         self.forward_ms: list[float] | None = [] if fwd is not None else None
-        self.wrong_elements = 0
-        self.wrong_decisions = 0
         self.late = 0
+        self.corrupt = False
+        # Checked after the case: what each pass left in the buffer, what it decided.
+        self._snapshots: list[torch.Tensor] = []
+        self._decided: list[tuple] = []  # (iteration, state before, now, outcome)
 
     def run(
-        self, iterations: range, aligned: bool, record: bool, period_ns: int | None = None
+        self, first: int, count: int, aligned: bool, record: bool, period_ns: int | None = None
     ) -> list[int]:
-        """Run iterations; returns each one's whole wall time (used to size the period)."""
+        """Run iterations first..first+count-1; returns each one's whole wall time."""
         ctx, case, path, fwd, sched = self.ctx, self.case, self.path, self.fwd, self.sched
         rank, offset = ctx.rank, ctx.clock_offset_ns
         if aligned:
-            first = ctx.broadcast_object(now_ns() + ALIGN_LEAD_NS if ctx.is_leader else None)
-            first += offset  # rank 0's instant on this rank's clock
+            start = ctx.broadcast_object(now_ns() + ALIGN_LEAD_NS if ctx.is_leader else None)
+            start += offset  # rank 0's instant on this rank's clock
         walls = []
-        for k, i in enumerate(iterations):
+        for k in range(count):
+            i = first + k
             row = local_row(rank, i)
             begin = now_ns()
             if aligned:
-                target = first + k * period_ns
+                target = start + k * period_ns
                 if spin_until(target) - target > MIN_IDLE_GAP_NS // 2:
                     self.late += 1
             if fwd is not None:
@@ -240,22 +235,31 @@ class _Loop:
                 self.pass_ns.append(t1 - t0)
                 self.stall_ns.append(path.stall_ns)
                 self.start_ns.append(t0 - offset)
-            self._check(i, before, outcome, t0 * 1e-9, record)
+            snap = path.snapshot()
+            if self.corrupt:
+                snap.view(-1)[-1] += 1
+            self._snapshots.append(snap)
+            self._decided.append((i, before, t0 * 1e-9, outcome))
+            if fwd is not None:  # let the forward end before the next pass launches one
+                torch.cuda.synchronize(ctx.device)
+                if record:
+                    self.forward_ms.append(fwd.last_duration_ms())
             walls.append(now_ns() - begin)
         return walls
 
-    def _check(self, i: int, before: DelayerState, outcome, now_s: float, record: bool) -> None:
-        if self.ctx.device is not None and self.sched is not None:
-            torch.cuda.synchronize(self.ctx.device)  # the forward and every stream drained
-        if record and self.device_us is not None:
-            self.device_us.append(self.path.device_time_ms() * 1000.0)
-        if record and self.forward_ms is not None:
-            self.forward_ms.append(self.fwd.last_duration_ms())
-        want = expected_buffer(self.path.shape, i)
-        self.wrong_elements += count_wrong(self.path.gathered_rows(), want)
-        tp0 = [plane[0] for plane in want]
-        if decide(before, GatherSummary.from_rows(tp0), self.config, now_s) != outcome:
-            self.wrong_decisions += 1
+    def check(self) -> tuple[int, int]:
+        """Wrong gathered elements and wrong decisions over every iteration run."""
+        got = torch.stack(self._snapshots).cpu().tolist()
+        wrong_elements = 0
+        wrong_decisions = 0
+        for (i, before, now_s, outcome), buffer in zip(self._decided, got, strict=True):
+            want = expected_buffer(self.path.shape, i)
+            wrong_elements += count_wrong(buffer, want)
+            tp0 = [plane[0] for plane in want]
+            if decide(before, GatherSummary.from_rows(tp0), self.config, now_s) != outcome:
+                wrong_decisions += 1
+        self._snapshots.clear()
+        return wrong_elements, wrong_decisions
 
 
 def build_result(
@@ -303,6 +307,11 @@ def build_result(
         device = [r.device_us for r in records]
         result["stats"]["device_us"] = stats.summarize(stats.reduce_max(device))
         result["raw"]["device_us"] = device
+        result["device_time_method"] = (
+            "CUDA events around 20 back-to-back collectives queued behind a ~1 ms sleep "
+            "kernel (GPU busy while the host enqueues), per collective, 10 rounds, idle GPU "
+            "otherwise; per-round max across ranks"
+        )
     if fwd is not None and all(r.forward_ms for r in records):
         measured = [v for r in records for v in r.forward_ms]
         result["forward"] = {

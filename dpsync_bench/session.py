@@ -19,21 +19,24 @@ from . import results
 from .cases import Case, Sweep, UsageError, check_environment, sweep_fingerprint
 from .dist import DEFAULT_TIMEOUT_S, EXIT_USAGE, console, env_int, fail, first_line
 
-FAULT_ENV = "DPSYNC_FAULT"  # testing only: "kill|raise|sleep|exit@RANK:CASE_ORDINAL"
+FAULT_ENV = "DPSYNC_FAULT"  # testing only: "kill|raise|sleep|exit|corrupt@RANK:CASE_ORDINAL"
 
 
-def inject_fault(rank: int, ordinal: int) -> None:
-    """Fail on purpose where DPSYNC_FAULT says (the fault-matrix tests use this)."""
+def inject_fault(rank: int, ordinal: int) -> bool:
+    """Fail on purpose where DPSYNC_FAULT says (the fault-matrix tests use this); True means
+    "corrupt the gathered buffer in this case"."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
-        return
+        return False
     try:
         kind, where = spec.split("@")
         at_rank, at_case = (int(x) for x in where.split(":"))
     except ValueError:
         fail(f"{FAULT_ENV}={spec!r} is not KIND@RANK:CASE", EXIT_USAGE)
     if (rank, ordinal) != (at_rank, at_case):
-        return
+        return False
+    if kind == "corrupt":
+        return True
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif kind == "raise":
@@ -189,8 +192,8 @@ class SweepRunner:
         # A rank that raised and went on would pair its next collectives with the other
         # ranks' current case: any failure here ends the whole job, with one line.
         try:
-            inject_fault(self.ctx.rank, self._ran)
-            result = self.session.run_case(case)
+            corrupt = inject_fault(self.ctx.rank, self._ran)
+            result = self.session.run_case(case, corrupt=corrupt)
             self.results[case.case_id] = result
             if self.ctx.is_leader and self.run_dir is not None:
                 results.write_case(self.run_dir, result)
