@@ -53,10 +53,10 @@ def run_paths(tmp_path, world, *, cpu_only=False):
                         assert res["stall_ns"] == 0, where
                     times = res["device_times_ms"]
                     if mode == "timed" and name in NCCL_PATHS:
-                        assert len(times) == ITERS, where
+                        assert times, where  # device time of the collective was measured
                         assert all(isinstance(t, float) and t > 0 for t in times), where
-                    else:
-                        assert times == [], where
+                    elif mode == "untimed" or name == "gloo_cpu":
+                        assert times is None, where
 
 
 @pytest.mark.nccl

@@ -5,7 +5,9 @@
 One process per GPU (the CUDA device is LOCAL_RANK). Inits an NCCL default group and a gloo
 group over the same ranks. For each path and each buffer shape that fits the world size it
 gathers ``ITERS`` rows that change every iteration, checks the returned GatherSummary and
-``gathered_rows()`` against the expected buffer, and the stall / device-time accounting.
+``gathered_rows()`` against the expected buffer, and the stall / device-time accounting
+(through ``collective_device_us`` or, on an older delayer_core, ``time_device`` +
+``device_time_ms``).
 Writes ``OUT_DIR/rank<R>.json``; any mismatch raises (non-zero exit). With ``cpu`` it runs
 gloo_cpu alone on a gloo group (no GPU needed).
 """
@@ -52,40 +54,58 @@ def shapes(world: int) -> list[GatherShape]:
     return out
 
 
-def check_path(name, group, device, shape, iters, rank, *, time_device, in_flight):
+def collective_device_ms(path, cls):
+    """Device time per collective (ms) after the loop, for a delayer_core that offers
+    ``collective_device_us`` (CUDA paths only; a CPU path must refuse it); else None."""
+    if not hasattr(path, "collective_device_us"):
+        return None
+    if not cls.on_cuda:
+        try:
+            path.collective_device_us(rounds=1, back_to_back=1)
+        except ValueError:
+            return None
+        raise AssertionError(f"{cls.name} measured a device collective on the CPU")
+    return [us / 1000.0 for us in path.collective_device_us(rounds=3, back_to_back=5)]
+
+
+def check_path(name, group, device, shape, iters, rank, *, timed):
+    """Gather ``iters`` changing rows; ``timed`` also queues a "forward" (a sleep kernel) on
+    the current stream every 10th pass and asks for the collective's device time."""
     cls = PATHS[name]
     path = cls(group, shape, device)
     assert path.buffer.device.type == ("cuda" if cls.on_cuda else "cpu"), path.buffer.device
     assert path.buffer.shape == shape.dims
-    # CUDA-event timing is an NCCL-path feature (the harness sets it on those alone)
-    path.time_device = time_device and cls.backend == "nccl"
+    # per-gather CUDA events (the time_device / device_time_ms API), NCCL paths only
+    per_gather = timed and cls.backend == "nccl" and hasattr(path, "device_time_ms")
+    if per_gather:
+        path.time_device = True
     path.stall_ns = 0
     device_times = []
     for it in range(iters):
-        if in_flight and cls.on_cuda and it % 10 == 0:
-            # a "forward" queued on the current stream while the pass gathers
-            torch.cuda._sleep(2_000_000)
+        if timed and cls.on_cuda and it % 10 == 0:
+            torch.cuda._sleep(2_000_000)  # a forward in flight on the current stream
         summary = path.gather(row(rank, it))
         expected = expected_buffer(shape, it)
-        tp0 = [dp_rows[0] for dp_rows in expected]
-        want = GatherSummary.from_rows(tp0)
+        want = GatherSummary.from_rows([dp_rows[0] for dp_rows in expected])  # TP0 view
         assert summary == want, (name, str(shape), it, summary, want)
         got = path.gathered_rows()
         assert got == expected, (name, str(shape), it, got, expected)
-        if path.time_device:
-            ms = path.device_time_ms()
-            assert isinstance(ms, float) and ms > 0.0, (name, it, ms)
-            device_times.append(ms)
+        if per_gather:
+            device_times.append(path.device_time_ms())
     stall = path.stall_ns
     if cls.on_cuda:
         assert stall > 0, (name, stall)
     else:
         assert stall == 0, (name, stall)
-    if not path.time_device:
+    if hasattr(path, "device_time_ms") and not per_gather:
         assert path.device_time_ms() is None, name
+    if timed and not per_gather:
+        device_times = collective_device_ms(path, cls)
     if cls.on_cuda:
         torch.cuda.synchronize()
-    return {"stall_ns": stall, "device_times_ms": device_times}
+    if device_times is not None:
+        assert all(isinstance(t, float) and t > 0.0 for t in device_times), (name, device_times)
+    return {"stall_ns": stall, "device_times_ms": device_times or None}
 
 
 def check_rejections(nccl_group, gloo_group, device, shape):
@@ -132,18 +152,9 @@ def main() -> None:
         group = gloo_group if cls.backend == "gloo" else nccl_group
         dev = device if cls.on_cuda else "cpu"
         for shape in shapes(world):
-            for time_device in (False, True):
-                key = f"{name}/{shape}/{'timed' if time_device else 'untimed'}"
-                results[key] = check_path(
-                    name,
-                    group,
-                    dev,
-                    shape,
-                    iters,
-                    rank,
-                    time_device=time_device,
-                    in_flight=time_device,
-                )
+            for timed in (False, True):
+                key = f"{name}/{shape}/{'timed' if timed else 'untimed'}"
+                results[key] = check_path(name, group, dev, shape, iters, rank, timed=timed)
                 dist.barrier(group=gloo_group)
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as out:
         json.dump({"rank": rank, "world": world, "iters": iters, "results": results}, out)
