@@ -205,7 +205,7 @@ _PRESET_DEFAULTS = {
         cadences=list(CADENCES),
         variants=True,
         iters=1000,
-        forward_iters=300,
+        forward_iters=1000,
         warmup=100,
     ),
     "smoke": dict(

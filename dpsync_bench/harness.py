@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import time
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ ALIGN_LEAD_NS = 20_000_000  # first agreed start instant: 20 ms after it is chos
 MIN_IDLE_GAP_NS = 300_000  # isolated cadence: at least this much idle before each pass
 OVERHEAD_LIMIT = 0.05  # harness overhead allowed over the raw loop
 OVERHEAD_BLOCK = 10  # passes per block: both sides are compared by their median block mean
+RAW_CHUNK = 100  # measured and raw passes alternate in chunks this long (drift hits both)
+MIN_WARMUP_S = 0.5  # warm up for at least this long too: clocks and drivers settle slowly
 
 
 def local_row(rank: int, iteration: int) -> list[int]:
@@ -69,6 +72,7 @@ class RankRecord:
     forward_ms: list[float] | None
     wrong_elements: int
     wrong_decisions: int
+    checked: int  # iterations whose buffer and decision were checked (warm-up included)
     late_starts: int
     raw_loop_mean_ns: float | None
     period_ns: int | None
@@ -123,15 +127,24 @@ class BenchSession:
                 sched.wait_stream(torch.cuda.default_stream(ctx.device))
             loop = _Loop(self, case, path, fwd, sched)
             loop.corrupt = corrupt
-            warm_ns = loop.run(0, case.warmup, aligned=False, record=False)
-            period = self._agree_period(warm_ns) if case.cadence == "isolated" else None
-            loop.run(
-                case.warmup, case.iters, aligned=period is not None, record=True, period_ns=period
-            )
+            warm_ns = self._warm_up(loop, case)
+            first, period, raw_blocks = len(warm_ns), None, None
+            if case.cadence == "isolated":
+                period = self._agree_period(warm_ns)
+                loop.run(first, case.iters, aligned=True, record=True, period_ns=period)
+            elif self._wants_raw_loop(case):
+                raw_blocks = []
+                for done in range(0, case.iters, RAW_CHUNK):
+                    count = min(RAW_CHUNK, case.iters - done)
+                    loop.run(first + done, count, aligned=False, record=True)
+                    raw_blocks += self._raw_loop(path, count)
+            else:
+                loop.run(first, case.iters, aligned=False, record=True)
+            checked = len(loop._decided)
             wrong_elements, wrong_decisions = loop.check()
-            raw_mean = self._raw_loop(path, case) if self._wants_raw_loop(case) else None
             device_us = path.collective_device_us() if case.path in NCCL_PATHS else None
         gpu_after = gpu_snapshot(gpu_index) if gpu_index is not None else None
+        raw_median = stats.quantile(sorted(raw_blocks), 0.5) if raw_blocks else None
         mine = RankRecord(
             loop.pass_ns,
             loop.stall_ns,
@@ -140,14 +153,28 @@ class BenchSession:
             loop.forward_ms,
             wrong_elements,
             wrong_decisions,
+            checked,
             loop.late,
-            raw_mean,
+            raw_median,
             period,
             gpu_before,
             gpu_after,
         )
         records = ctx.all_gather_object(mine)
         return build_result(case, records, self.machine_kind, started, fwd)
+
+    def _warm_up(self, loop: _Loop, case: Case) -> list[int]:
+        """`case.warmup` passes, then more until MIN_WARMUP_S has passed on the slowest
+        rank; the extra count is agreed, so every rank runs the same passes."""
+        walls = loop.run(0, case.warmup, aligned=False, record=False)
+        per_pass = max(sum(walls) / len(walls), 1.0) if walls else None
+        need = 0
+        if per_pass is not None:
+            need = max(0, math.ceil((MIN_WARMUP_S * 1e9 - sum(walls)) / per_pass))
+        extra = max(self.ctx.all_gather_object(need))
+        if extra:
+            walls += loop.run(len(walls), extra, aligned=False, record=False)
+        return walls
 
     def _agree_period(self, warm_ns: list[int]) -> int:
         """The isolated cadence's period, the same on every rank: the slowest rank's p90
@@ -162,16 +189,15 @@ class BenchSession:
     def _wants_raw_loop(case: Case) -> bool:
         return case.forward_ms == 0 and case.cadence == "streaming"
 
-    def _raw_loop(self, path: SyncPath, case: Case) -> float:
+    def _raw_loop(self, path: SyncPath, count: int) -> list[float]:
         """The same gather + decide in a bare loop: no per-pass timers, no snapshots, no
-        alignment; one clock read per block of passes. Returns the median block mean (ns per
-        pass), the statistic the harness's own samples are compared with."""
+        alignment; one clock read per block of passes. Returns each block's mean (ns per
+        pass); their median is compared with the same statistic of the harness's samples."""
         ctx = self.ctx
-        rows = [local_row(ctx.rank, i) for i in range(case.iters)]
+        rows = [local_row(ctx.rank, i) for i in range(count)]
         config = _config(path.shape)
         state = DelayerState()
         marks = []
-        self.ctx.barrier()
         for b in range(0, len(rows) - OVERHEAD_BLOCK + 1, OVERHEAD_BLOCK):
             marks.append(now_ns())
             for row in rows[b : b + OVERHEAD_BLOCK]:
@@ -179,10 +205,7 @@ class BenchSession:
         marks.append(now_ns())
         if ctx.device is not None and path.on_cuda:
             torch.cuda.synchronize(ctx.device)
-        blocks = sorted(
-            (b - a) / OVERHEAD_BLOCK for a, b in zip(marks[:-1], marks[1:], strict=True)
-        )
-        return stats.quantile(blocks, 0.5) if blocks else float("nan")
+        return [(b - a) / OVERHEAD_BLOCK for a, b in zip(marks[:-1], marks[1:], strict=True)]
 
 
 @contextlib.contextmanager
@@ -324,7 +347,7 @@ def build_result(
         "check": {
             "wrong_elements": sum(r.wrong_elements for r in records),
             "wrong_decisions": sum(r.wrong_decisions for r in records),
-            "iterations_checked": case.iters + case.warmup,
+            "iterations_checked": min(r.checked for r in records),
         },
         "late_starts": sum(r.late_starts for r in records),
         "gpu_state": {
@@ -351,13 +374,13 @@ def build_result(
             "kernels": fwd.calibration.kernels_for(case.forward_ms),
         }
     raw_blocks = [r.raw_loop_mean_ns for r in records]
-    if all(m is not None and m == m for m in raw_blocks):  # m == m: not NaN
+    if all(m is not None for m in raw_blocks):
         harness = max(median_block_mean(r) for r in pass_us)
         raw = max(raw_blocks) * us
         overhead = (harness - raw) / raw if raw > 0 else 0.0
         result["raw_loop"] = {
             "statistic": f"median over blocks of {OVERHEAD_BLOCK} passes of the block mean, "
-            "slowest rank",
+            f"slowest rank; raw and measured passes alternate in chunks of {RAW_CHUNK}",
             "mean_us": raw,
             "harness_mean_us": harness,
             "overhead": overhead,
