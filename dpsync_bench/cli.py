@@ -70,6 +70,106 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    """'10%' or '0.1'."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a fraction or percentage: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def cmd_plot(args) -> int:
+    """Figures (PNG and SVG) of run directories or case files of one machine."""
+    from .compare import load_results
+    from .plots import write_run_plots
+
+    run = load_results(args.paths)
+    out = args.out
+    if out is None:
+        if len(args.paths) != 1 or not Path(args.paths[0]).is_dir():
+            raise UsageError("give --out DIR for case files or several runs")
+        out = Path(args.paths[0]) / "plots"
+    for path in write_run_plots(run, Path(out)):
+        print(f"plot: {path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Case results as github-action-benchmark (gab) or Bencher (bmf) JSON."""
+    import json
+
+    from .compare import load_results
+    from .export import export
+    from .results import atomic_write_json
+
+    data = export(load_results(args.runs), args.format)
+    if args.out is None:
+        print(json.dumps(data, indent=1, allow_nan=False))
+        return 0
+    try:
+        atomic_write_json(Path(args.out), data)
+    except OSError as e:
+        raise ResultsError(f"cannot write {args.out}: {e.strerror}") from None
+    print(f"{args.format}: {args.out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """Regression gate: a run against baseline runs or its history; exit 1 on a regression."""
+    from .compare import Gate, gate_run
+
+    gate = Gate(args.p50_threshold, args.p99_threshold, args.alpha, args.alternative)
+    verdicts, notes = gate_run(
+        Path(args.run), [Path(b) for b in args.baseline], args.history, args.results, gate
+    )
+    for line in notes:
+        print(line)
+    for v in verdicts:
+        print(v.line())
+    regressed = sum(v.regressed for v in verdicts)
+    print(
+        f"{regressed} regression(s) in {len(verdicts)} cases (p50 +{gate.p50:.0%} or p99 "
+        f"+{gate.p99:.0%} over the baseline, and Mann-Whitney {gate.alternative} "
+        f"p < {gate.alpha:g})"
+    )
+    return 1 if regressed else 0
+
+
+def cmd_dashboard(args) -> int:
+    """Static HTML page of a results root: latest run per machine, figures, trends."""
+    from .dashboard import build
+
+    if args.history < 1:
+        raise UsageError(f"--history must be >= 1, got {args.history}")
+    print(f"dashboard: {build(Path(args.results), args.out and Path(args.out), args.history)}")
+    return 0
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    from .compare import ALTERNATIVES, DEFAULT_HISTORY, Gate
+
+    d = Gate()
+    p.add_argument("run", help="the run directory to judge")
+    p.add_argument("--baseline", nargs="+", default=[], help="baseline run directories")
+    p.add_argument("--history", type=int, default=DEFAULT_HISTORY, help="else: last N runs")
+    p.add_argument("--results", default=None, help="results root (default: the run's parent)")
+    p.add_argument("--p50-threshold", type=_fraction, default=d.p50, help="e.g. 10%% or 0.1")
+    p.add_argument("--p99-threshold", type=_fraction, default=d.p99, help="e.g. 25%% or 0.25")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="significance level")
+    p.add_argument("--alternative", choices=ALTERNATIVES, default=d.alternative)
+
+
+def _dashboard_args(p: argparse.ArgumentParser) -> None:
+    from .dashboard import DEFAULT_TRENDS
+
+    p.add_argument("--results", default="results", help="results root")
+    p.add_argument("--out", default=None, help="default: RESULTS/dashboard")
+    p.add_argument("--history", type=int, default=DEFAULT_TRENDS, help="runs per trend figure")
+
+
 COMMANDS = {
     "check": (cmd_check, _add_sweep_options),
     "report": (
@@ -80,6 +180,23 @@ COMMANDS = {
             p.add_argument("--plots", action="store_true"),
         ),
     ),
+    "plot": (
+        cmd_plot,
+        lambda p: (
+            p.add_argument("paths", nargs="+", help="run directories and/or case files"),
+            p.add_argument("--out", default=None, help="default: RUN/plots for one run"),
+        ),
+    ),
+    "export": (
+        cmd_export,
+        lambda p: (
+            p.add_argument("runs", nargs="+", help="run directories and/or case files"),
+            p.add_argument("--format", choices=("gab", "bmf"), required=True),
+            p.add_argument("--out", default=None, help="file to write (default: stdout)"),
+        ),
+    ),
+    "compare": (cmd_compare, _compare_args),
+    "dashboard": (cmd_dashboard, _dashboard_args),
 }
 
 

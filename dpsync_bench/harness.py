@@ -291,6 +291,8 @@ class _Loop:
             if self.corrupt:
                 snap.view(-1)[-1] += 1
             self._snapshots.append(snap)
+            if snap.is_cuda:  # the copy must not be pending when the next pass starts
+                sched.synchronize()
             self._decided.append((i, before, t0 * 1e-9, outcome))
             if fwd is not None:  # let the forward end before the next pass launches one
                 torch.cuda.synchronize(ctx.device)

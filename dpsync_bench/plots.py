@@ -14,7 +14,6 @@ import re
 import statistics
 import tempfile
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
@@ -115,6 +114,8 @@ def _save(fig, out_dir: Path, name: str, meta: dict, title: str, cadence: str) -
                 labels.append(label)
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(5, len(labels)))
+    fig.draw_without_rendering()  # lay out once, then keep it for both formats
+    fig.set_layout_engine("none")
     out_dir.mkdir(parents=True, exist_ok=True)
     formats = {"png": {"dpi": 110}, "svg": {"metadata": {"Date": None}}}  # SVG: reproducible
     return [
@@ -157,6 +158,17 @@ def _style(case: dict, shapes: list[str]) -> dict:
     }
 
 
+def _log_scale(ax, which: str) -> None:
+    """Log scale with plain-number ticks at 1-2-5 steps (the default minor labels collide)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _cadence_text(cases) -> str:
     present = {c["case"]["cadence"] for c in cases}
     return "; ".join(CADENCE_TEXT.get(c, c) for c in sorted(present, key=_cadence_order))
@@ -166,7 +178,7 @@ def _cadence_order(cadence: str) -> int:
     return CADENCES.index(cadence) if cadence in CADENCES else len(CADENCES)
 
 
-# ---- run figures -----------------------------------------------------------------------
+# ---- run figures: each returns (figure, title, cadence text) or None -------------------
 def cdf_figure(cases):
     """Latency CDF per path, one panel per GPU state and cadence."""
     groups = [g for g in _groups(cases).values() if _is_main(g[0])]
@@ -184,20 +196,21 @@ def cdf_figure(cases):
             xs = sorted(v for case in g for v in samples(case))
             ys = [(i + 1) / len(xs) for i in range(len(xs))]
             ax.step(xs, ys, where="post", **_style(g[0], shapes))
-        ax.set_xscale("log")
+        _log_scale(ax, "x")
         ax.set_title(f"{state_label(fwd)} · {cadence}", fontsize="medium")
         ax.set_xlabel("pass latency (us, log scale)")
         ax.set_ylabel("fraction of passes")
         ax.grid(True, which="both", alpha=0.3)
-    return fig, "pass latency CDF per path"
+    return fig, "pass latency CDF per path", _cadence_text(x for g in groups for x in g)
 
 
 def forward_figure(cases):
-    """p50/p99 pass latency and stall against the forward in flight, per path."""
+    """p50/p99 pass latency and stall against the forward in flight, per path: whether a
+    path waits for the forward (stall on the reference line) or not."""
     groups = [g for g in _groups(cases).values() if g[0]["case"]["cadence"] == "isolated"]
     fwd_cases = [g[0]["case"] for g in groups if _is_main(g[0]) and g[0]["case"]["forward_ms"]]
     with_fwd = {(c["path"], c["shape"]) for c in fwd_cases}
-    lines = defaultdict(list)  # (path, shape) -> its main cases, idle one included
+    lines = defaultdict(list)  # (path, shape) -> its main cases, the idle one included
     variants = []
     for g in groups:
         c = g[0]["case"]
@@ -206,76 +219,75 @@ def forward_figure(cases):
     if not lines:
         return None
     shapes = sorted({k[1] for k in lines}, key=_shape_order)
+    top = max(c["forward_ms"] for c in fwd_cases)
+    ref_x = [top * i / 100 for i in range(101)]  # dense: straight on the linear x axis
     fig, axes = _figure(2, width=6.5, height=4.2, ncols=2)
-    top = max(g[0]["case"]["forward_ms"] for v in lines.values() for g in v)
-    for ax, metric, what in zip(
-        axes,
-        ("pass_us", "stall_us"),
-        ("pass latency", "stall (host blocked on the GPU)"),
-        strict=True,
+    for ax, metric, what in (
+        (axes[0], "pass_us", "pass latency"),
+        (axes[1], "stall_us", "stall (host blocked on the GPU)"),
     ):
-        ax.plot([0, top], [0, top * 1000], color="0.6", linestyle=":", label="forward duration")
-        for (_path, _shape), gs in sorted(lines.items()):
-            gs = sorted(gs, key=lambda g: g[0]["case"]["forward_ms"])
+        ref_y = [x * 1000 for x in ref_x]
+        ax.plot(ref_x, ref_y, color="0.6", linestyle=":", label="forward duration")
+        for _, gs in sorted(lines.items()):
+            gs.sort(key=lambda g: g[0]["case"]["forward_ms"])
             xs = [g[0]["case"]["forward_ms"] for g in gs]
             style = _style(gs[0][0], shapes)
             ax.plot(xs, [_stat(g, metric)["p50"] for g in gs], marker="o", **style)
             style.update(label=None, alpha=0.5, linewidth=1)
             ax.plot(xs, [_stat(g, metric)["p99"] for g in gs], marker=".", **style)
         for g in variants:
-            kind = variant_label(g[0])
-            marker = _VARIANT_MARKERS.get(kind.split(" + ")[-1], "x")
             ax.scatter(
                 [g[0]["case"]["forward_ms"]],
                 [_stat(g, metric)["p50"]],
-                marker=marker,
+                marker=_VARIANT_MARKERS.get(variant_label(g[0]).split(" + ")[-1], "x"),
                 color=_COLORS.get(g[0]["case"]["path"], "0.4"),
                 edgecolors="black",
                 zorder=3,
             )
-        for kind, marker in _VARIANT_MARKERS.items():
+        for kind, marker in _VARIANT_MARKERS.items():  # legend entries for variant markers
             if any(variant_label(g[0]).endswith(kind) for g in variants):
                 ax.scatter([], [], marker=marker, color="white", edgecolors="black", label=kind)
-        ax.set_yscale("symlog", linthresh=10)
+        ax.set_yscale("symlog", linthresh=10)  # stall is often exactly 0
         ax.set_title(f"{what}: p50 (solid), p99 (faint)", fontsize="medium")
         ax.set_xlabel("forward in flight (ms; 0 = idle GPU)")
-        ax.set_ylabel("us (symlog)")
+        ax.set_ylabel("us (symlog scale)")
         ax.grid(True, which="both", alpha=0.3)
-    return fig, "pass latency and stall against the forward in flight"
+    used = [x for gs in lines.values() for g in gs for x in g]
+    return fig, "pass latency and stall against the forward in flight", _cadence_text(used)
 
 
 def shape_figure(cases):
-    """p50 (bar) and p99 (whisker) of idle passes per shape / world size, per path."""
+    """Idle pass latency per shape / world size and path: p50 dot, whisker up to p99."""
     groups = [g for g in _groups(cases).values() if _is_main(g[0])]
     groups = [g for g in groups if not g[0]["case"]["forward_ms"]]
     if not groups:
         return None
-    cadences = [c for c in CADENCES if any(g[0]["case"]["cadence"] == c for g in groups)]
+    cadences = sorted({g[0]["case"]["cadence"] for g in groups}, key=_cadence_order)
     shapes = sorted({g[0]["case"]["shape"] for g in groups}, key=_shape_order)
     paths = [p for p in PATH_NAMES if any(g[0]["case"]["path"] == p for g in groups)]
-    fig, axes = _figure(len(cadences), width=max(5.0, 1.2 * len(shapes) * len(paths)), ncols=2)
-    width = 0.8 / len(paths)
+    paths += sorted({g[0]["case"]["path"] for g in groups} - set(paths))
+    step = 0.8 / len(paths)
+    fig, axes = _figure(len(cadences), width=max(5.0, 0.9 * len(shapes) * len(paths)), ncols=2)
     for ax, cadence in zip(axes, cadences, strict=True):
-        for i, path in enumerate(paths):
-            for g in groups:
-                c = g[0]["case"]
-                if (c["path"], c["cadence"]) != (path, cadence):
-                    continue
-                x = shapes.index(c["shape"]) + (i - (len(paths) - 1) / 2) * width
-                s = _stat(g, "pass_us")
-                ax.bar(x, s["p50"], width, color=_COLORS.get(path, "0.4"), label=path)
-                ax.plot([x, x], [s["p50"], s["p99"]], color="black", linewidth=1)
-                ax.plot([x], [s["p99"]], marker="_", color="black", markersize=8)
-        ax.set_xticks(
-            range(len(shapes)),
-            [f"{s}\n{_shape_order(s)[0]} ranks" for s in shapes],
-        )
-        ax.set_yscale("log")
-        ax.set_title(f"idle GPU · {cadence}: p50 bar, p99 whisker", fontsize="medium")
+        for g in groups:
+            c = g[0]["case"]
+            if c["cadence"] != cadence:
+                continue
+            x = shapes.index(c["shape"]) + (paths.index(c["path"]) - (len(paths) - 1) / 2) * step
+            s = _stat(g, "pass_us")
+            color = _COLORS.get(c["path"], "0.4")
+            ax.plot([x, x], [s["p50"], s["p99"]], color=color, linewidth=1.5)
+            ax.plot([x], [s["p99"]], marker="_", color=color, markersize=10)
+            ax.plot([x], [s["p50"]], marker="o", color=color, label=c["path"])
+        ax.set_xticks(range(len(shapes)), [f"{s}\n{_shape_order(s)[0]} ranks" for s in shapes])
+        ax.set_xlim(-0.6, len(shapes) - 0.4)
+        _log_scale(ax, "y")
+        ax.set_title(f"idle GPU · {cadence}: p50 dot, whisker to p99", fontsize="medium")
         ax.set_xlabel("shape DPxTP (world size)")
         ax.set_ylabel("pass latency (us, log scale)")
         ax.grid(True, axis="y", which="both", alpha=0.3)
-    return fig, "pass latency against shape and world size"
+    title = "pass latency against shape and world size"
+    return fig, title, _cadence_text(x for g in groups for x in g)
 
 
 def _per_rank(case: dict) -> tuple[list[float], list[int]]:
@@ -312,13 +324,13 @@ def skew_figure(cases):
     for ax in axes:
         ax.set_yticks(range(len(cases)), labels if ax is axes[0] else [""] * len(cases))
         ax.set_ylim(-0.6, len(cases) - 0.4)
-    axes[0].set_xscale("log")
+    _log_scale(axes[0], "x")
     axes[0].set_xlabel("pass p50 of each rank (us, log scale)")
     axes[0].set_title("per-rank pass p50 (grey: spread)", fontsize="medium")
     axes[1].set_xlim(0, 1)
     axes[1].set_xlabel("share of passes where the rank arrived last")
     axes[1].set_title("which rank is the slowest", fontsize="medium")
-    return fig, "per-rank skew"
+    return fig, "per-rank skew", "per row, in the case id"
 
 
 RUN_FIGURES = (
@@ -338,78 +350,68 @@ def write_run_plots(run: dict, out_dir) -> list[Path]:
     for name, draw in RUN_FIGURES:
         made = draw(cases)
         if made is not None:
-            fig, title = made
-            cadence = _cadence_text(cases) if name != "skew" else "per row, in the case id"
-            written += _save(fig, Path(out_dir), name, run["meta"], title, cadence)
+            written += _save(made[0], Path(out_dir), name, run["meta"], *made[1:])
     return written
 
 
 # ---- history ---------------------------------------------------------------------------
-def _when(meta: dict) -> datetime:
-    try:
-        return datetime.strptime(str(meta.get("started_utc")), "%Y%m%dT%H%M%SZ").replace(
-            tzinfo=timezone.utc
-        )
-    except ValueError:
-        return datetime.fromtimestamp(0, timezone.utc)
-
-
 def _versions(meta: dict) -> str:
     v = (meta.get("machine") or {}).get("versions") or {}
     return " ".join(f"{k} {v[k]}" for k in ("torch", "nccl", "driver") if v.get(k))
 
 
-def write_trend_plots(runs: list[dict], out_dir) -> list[Path]:
-    """p50 and p99 of every case over a machine's runs (oldest first): one figure per
-    path, one panel per case; dotted lines where torch/NCCL/driver versions changed."""
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+def _run_tick(meta: dict) -> str:
+    stamp = str(meta.get("started_utc", "?"))  # YYYYmmddTHHMMSSZ
+    return f"{stamp[4:6]}-{stamp[6:8]}\n{stamp[9:11]}:{stamp[11:13]}" if len(stamp) == 16 else stamp
 
-    series = defaultdict(list)  # group key -> (when, p50, p99, cadence)
-    for run in runs:
+
+def write_trend_plots(runs: list[dict], out_dir) -> list[Path]:
+    """p50 and p99 of every case over a machine's runs (oldest first, evenly spaced): one
+    figure per path, one panel per case; dotted lines where torch/NCCL/driver changed."""
+    series = defaultdict(list)  # group key -> (run index, p50, p99, one of its cases)
+    for i, run in enumerate(runs):
         for key, group in _groups(run["cases"].values()).items():
-            series[key].append(
-                (
-                    _when(run["meta"]),
-                    statistics.median(c["stats"]["pass_us"]["p50"] for c in group),
-                    statistics.median(c["stats"]["pass_us"]["p99"] for c in group),
-                    group[0],
-                )
-            )
+            p50 = statistics.median(c["stats"]["pass_us"]["p50"] for c in group)
+            p99 = statistics.median(c["stats"]["pass_us"]["p99"] for c in group)
+            series[key].append((i, p50, p99, group[0]))
     changes = [
-        (_when(b["meta"]), _versions(b["meta"]))
-        for a, b in zip(runs, runs[1:], strict=False)
-        if _versions(a["meta"]) != _versions(b["meta"])
+        i
+        for i in range(1, len(runs))
+        if _versions(runs[i - 1]["meta"]) != _versions(runs[i]["meta"])
     ]
+    step = max(1, math.ceil(len(runs) / 6))
+    ticks = list(range(len(runs) - 1, -1, -step))[::-1]  # always label the latest run
     by_path = defaultdict(list)
     for key, points in sorted(series.items()):
         by_path[points[0][3]["case"]["path"]].append((key, points))
     written = []
     for path, panels in sorted(by_path.items()):
         fig, axes = _figure(len(panels), width=4.2, height=2.8, ncols=3)
+        color = _COLORS.get(path, "0.4")
         for ax, (key, points) in zip(axes, panels, strict=True):
-            when = [p[0] for p in points]
-            color = _COLORS.get(path, "0.4")
-            ax.plot(when, [p[1] for p in points], marker="o", color=color, label="p50")
+            xs = [p[0] for p in points]
+            ax.plot(xs, [p[1] for p in points], marker="o", color=color, label="p50")
             p99 = [p[2] for p in points]
-            ax.plot(when, p99, marker=".", color=color, alpha=0.5, linestyle="--", label="p99")
-            for at, _ in changes:
-                ax.axvline(at, color="0.5", linestyle=":", label="versions changed")
+            ax.plot(xs, p99, marker=".", color=color, alpha=0.5, linestyle="--", label="p99")
+            for i in changes:
+                ax.axvline(i - 0.5, color="0.5", linestyle=":", label="versions changed")
+            ax.set_xticks(ticks, [_run_tick(runs[i]["meta"]) for i in ticks], fontsize="small")
+            ax.set_xlim(-0.5, len(runs) - 0.5)
+            ax.set_ylim(bottom=0)
             ax.set_title(key.removeprefix(f"{path}-"), fontsize="small")
             ax.set_ylabel("pass latency (us)")
-            ax.set_ylim(bottom=0)
-            locator = AutoDateLocator(maxticks=5)
-            ax.xaxis.set_major_locator(locator)
-            ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
             ax.grid(True, alpha=0.3)
         if changes:  # name the latest versions beside their line
-            at, versions = changes[-1]
-            axes[0].annotate(versions, (at, 0), fontsize="x-small", rotation=90, va="bottom")
+            versions = _versions(runs[changes[-1]]["meta"])
+            axes[0].annotate(
+                versions, (changes[-1] - 0.5, 0), fontsize="x-small", rotation=90, va="bottom"
+            )
         written += _save(
             fig,
             Path(out_dir),
             f"trend-{path}",
             runs[-1]["meta"],
-            f"{path}: pass latency over {len(runs)} runs (p50 solid, p99 dashed)",
+            f"{path}: pass latency over the last {len(runs)} runs (p50 solid, p99 dashed; UTC)",
             "per panel, in its name; " + _cadence_text(p[3] for _, ps in panels for p in ps),
         )
     return written
