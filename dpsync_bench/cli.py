@@ -51,22 +51,26 @@ def cmd_report(args) -> int:
     from .report import stability, summary_table
     from .results import load_run
 
+    everything = []
     for run_dir in args.runs:
         run = load_run(Path(run_dir))
         cases = list(run["cases"].values())
         if not cases:
             raise ResultsError(f"{run_dir}: no finished cases")
-        table = summary_table(cases, markdown=args.markdown)
-        notes = stability(cases)
+        everything += cases
         print(f"# {run['meta']['machine_kind']}  {run_dir}")
-        print(table)
-        for line in notes:
+        print(summary_table(cases, markdown=args.markdown))
+        for line in stability(cases):
             print(line)
         if args.plots:
             from .plots import write_run_plots
 
             for path in write_run_plots(run, Path(run_dir) / "plots"):
                 print(f"plot: {path}")
+    if len(args.runs) > 1:  # the same case in several runs: do their p50s agree?
+        print(f"# across {len(args.runs)} runs")
+        for line in stability(everything, overhead=False):
+            print(line)
     return 0
 
 

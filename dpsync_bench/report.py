@@ -85,7 +85,9 @@ def summary_table(case_results: list[dict], markdown: bool = False) -> str:
     return "\n".join([fmt(head)] + [fmt(r) for r in body])
 
 
-def stability(case_results: list[dict], limit: float = UNSTABLE_P50) -> list[str]:
+def stability(
+    case_results: list[dict], limit: float = UNSTABLE_P50, overhead: bool = True
+) -> list[str]:
     """Repeats of a case must agree on p50 within `limit`; name those that don't, and
     the harness-overhead checks that failed."""
     by_group = defaultdict(list)
@@ -101,7 +103,7 @@ def stability(case_results: list[dict], limit: float = UNSTABLE_P50) -> list[str
         )
     for key, p50s in sorted(unstable.items()):
         lines.append(f"  UNSTABLE {key}: p50s {', '.join(f'{v:.1f}' for v in p50s)} us")
-    for r in case_results:
+    for r in case_results if overhead else ():
         raw = r.get("raw_loop")
         if raw and not raw["within_limit"]:
             lines.append(
