@@ -97,13 +97,17 @@ class SyncPath:
     def gather(self, row: Sequence[int]) -> GatherSummary:
         raise NotImplementedError
 
-    def snapshot(self) -> torch.Tensor:
-        """A copy of what the last gather left (queued on the current stream, no sync)."""
-        return self.buffer.clone()
+    def snapshot(self):
+        """A copy of what the last gather left, as cheap as possible: a numpy copy of a host
+        buffer, or a device copy queued on the current stream (no sync) of a device one."""
+        if self.on_cuda:
+            return self.buffer.clone()
+        return self.buffer.numpy().copy()
 
     def gathered_rows(self) -> list[list[list[int]]]:
         """The whole buffer on the host, for checking; it synchronizes, so call it untimed."""
-        return self.snapshot().cpu().tolist()
+        snap = self.snapshot()
+        return (snap.cpu() if isinstance(snap, torch.Tensor) else snap).tolist()
 
     def _blocking(self, fn, *args, **kwargs):
         """Run a GPU<->CPU synchronizing call and count its host time as stall."""
@@ -201,6 +205,7 @@ class NcclSideStream(SyncPath):
         self._host_in = torch.zeros(NUM_FIELDS, dtype=torch.int64).pin_memory()
         self._host_out = torch.zeros(shape.dims, dtype=torch.int64).pin_memory()
         self._host_in_view = self._host_in.numpy()
+        self._host_out_view = self._host_out.numpy()
         self._done = torch.cuda.Event()
         # The buffer was zeroed on the current stream; the side stream must see it done.
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -217,7 +222,7 @@ class NcclSideStream(SyncPath):
         return GatherSummary.from_rows(self._host_out[:, 0, :].tolist())
 
     def snapshot(self):
-        return self._host_out.clone()  # final: gather() waited for the copy
+        return self._host_out_view.copy()  # final: gather() waited for the copy
 
     def _issue_stream(self):
         return self.stream

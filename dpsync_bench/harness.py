@@ -17,6 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy
 import torch
 
 from delayer_core.decision import DelayerConfig, DelayerState, GatherSummary, decide
@@ -289,9 +290,9 @@ class _Loop:
                 self.start_ns.append(t0 - offset)
             snap = path.snapshot()
             if self.corrupt:
-                snap.view(-1)[-1] += 1
+                snap.reshape(-1)[-1] += 1
             self._snapshots.append(snap)
-            if snap.is_cuda:  # the copy must not be pending when the next pass starts
+            if path.on_cuda and sched is not None:  # nothing of ours pending at the next pass
                 sched.synchronize()
             self._decided.append((i, before, t0 * 1e-9, outcome))
             if fwd is not None:  # let the forward end before the next pass launches one
@@ -303,7 +304,11 @@ class _Loop:
 
     def check(self) -> tuple[int, int]:
         """Wrong gathered elements and wrong decisions over every iteration run."""
-        got = torch.stack(self._snapshots).cpu().tolist()
+        snaps = self._snapshots
+        if isinstance(snaps[0], torch.Tensor):
+            got = torch.stack(snaps).cpu().tolist()
+        else:
+            got = numpy.stack(snaps).tolist()
         wrong_elements = 0
         wrong_decisions = 0
         for (i, before, now_s, outcome), buffer in zip(self._decided, got, strict=True):
