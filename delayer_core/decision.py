@@ -77,8 +77,11 @@ class DelayerConfig:
             raise ValueError("max_running_requests must be >= 1")
         if self.queue_min_ratio is not None and not 0 < self.queue_min_ratio <= 1:
             raise ValueError(f"queue_min_ratio must be in (0, 1], got {self.queue_min_ratio}")
-        if self.max_delay_ms <= 0:
+        if not self.max_delay_ms > 0:  # written so that NaN is refused too
             raise ValueError(f"max_delay_ms must be > 0, got {self.max_delay_ms}")
+        watermark = self.token_usage_low_watermark
+        if watermark is not None and not 0 <= watermark <= 1:
+            raise ValueError(f"token_usage_low_watermark must be in [0, 1], got {watermark}")
 
     @property
     def max_running(self) -> int:

@@ -133,10 +133,10 @@ class PassExecutor:
         self._finalized = False
 
     def negotiate(self, local: LocalInfo) -> Outcome:
-        if self.outcome is not None:
-            raise RuntimeError("negotiate() called twice in one pass: ranks would desync")
         if self._finalized:
             raise RuntimeError("negotiate() after finalize()")
+        if self.outcome is not None:
+            raise RuntimeError("negotiate() called twice in one pass: ranks would desync")
         self.outcome = self._delayer._negotiate(local)
         return self.outcome
 
@@ -153,7 +153,8 @@ class PassExecutor:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        # On an exception keep the gather count in step with the other ranks only if we
-        # have not gathered yet; a broken rank is taken down by the collective's timeout.
+        # A pass that ends normally always finalizes (and so gathers once). One that raised
+        # does not gather: the rank is failing, and the others leave through their
+        # collective timeout rather than act on a half-built pass.
         if not self._finalized and exc_type is None:
             self.finalize()

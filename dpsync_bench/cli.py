@@ -156,13 +156,25 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     from .compare import ALTERNATIVES, DEFAULT_HISTORY, Gate
 
     d = Gate()
-    p.add_argument("run", help="the run directory to judge")
-    p.add_argument("--baseline", nargs="+", default=[], help="baseline run directories")
-    p.add_argument("--history", type=int, default=DEFAULT_HISTORY, help="else: last N runs")
+    p.add_argument("run", help="the run directory to judge (give it first)")
+    p.add_argument("--baseline", nargs="+", default=[], metavar="RUN", help="baseline runs")
+    p.add_argument(
+        "--history",
+        type=int,
+        default=DEFAULT_HISTORY,
+        metavar="N",
+        help="without --baseline: the last N earlier runs (%(default)s)",
+    )
     p.add_argument("--results", default=None, help="results root (default: the run's parent)")
-    p.add_argument("--p50-threshold", type=_fraction, default=d.p50, help="e.g. 10%% or 0.1")
-    p.add_argument("--p99-threshold", type=_fraction, default=d.p99, help="e.g. 25%% or 0.25")
-    p.add_argument("--alpha", type=float, default=d.alpha, help="significance level")
+    for q in ("p50", "p99"):
+        p.add_argument(
+            f"--{q}-threshold",
+            type=_fraction,
+            default=getattr(d, q),
+            metavar="F",
+            help="allowed growth, e.g. 10%% or 0.1 (%(default)s)",
+        )
+    p.add_argument("--alpha", type=float, default=d.alpha, help="significance (%(default)s)")
     p.add_argument("--alternative", choices=ALTERNATIVES, default=d.alternative)
 
 

@@ -102,27 +102,17 @@ class RunEntry:
 
 
 def list_runs(root: Path) -> list[RunEntry]:
-    """Runs under a results root, oldest first: from index.json, or from the run
-    directories when the index is missing or corrupt."""
+    """Runs under a results root, oldest first. Read from the run directories themselves
+    rather than index.json, so a run copied in or missing from the index still counts."""
     root = Path(root)
     if not root.is_dir():
         raise ResultsError(f"{root}: no results directory")
-    try:
-        index = results._load_json(root / "index.json")
-        rows = index["runs"] if index.get("schema") == results.INDEX_SCHEMA else None
-    except (ResultsError, AttributeError, KeyError, TypeError):
-        rows = None
-    if not isinstance(rows, list):
-        rows = []
-        for meta_path in sorted(root.glob("*/run.json")):
-            meta = _run_meta(meta_path.parent)
-            if meta is not None:
-                rows.append({**meta, "dir": meta_path.parent.name})
-    entries = [
-        RunEntry(root / r["dir"], str(r.get("machine_kind")), str(r.get("started_utc")))
-        for r in rows
-        if isinstance(r, dict) and isinstance(r.get("dir"), str)
-    ]
+    entries = []
+    for meta_path in root.glob("*/run.json"):
+        meta = _run_meta(meta_path.parent)
+        if meta is not None:
+            kind, started = str(meta.get("machine_kind")), str(meta.get("started_utc"))
+            entries.append(RunEntry(meta_path.parent, kind, started))
     return sorted(entries, key=lambda e: e.order)
 
 

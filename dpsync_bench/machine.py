@@ -153,3 +153,31 @@ def default_machine_kind(info: dict, world_size: int | None = None) -> str:
         name = re.sub(r"[^a-z0-9]+", "-", gpus[0]["name"].lower().replace("nvidia", "")).strip("-")
         return f"nvidia-{name}-x{len(gpus)}"
     return f"cpu-{info.get('cpu_count') or 0}c"
+
+
+def host_gpu_floor(device, samples: int = 300) -> dict | None:
+    """The VM's host<->GPU round trip right now: an empty kernel launched and waited for,
+    and a one-element device-to-host read (p50/p90, us). Every figure of a launch- or
+    sync-bound path moves with these, so they are recorded at the start and end of a run."""
+    if device is None:
+        return None
+    import time
+
+    x = torch.zeros(1, device=device)
+
+    def timed(fn):
+        for _ in range(30):
+            fn()
+        out = []
+        for _ in range(samples):
+            t0 = time.perf_counter_ns()
+            fn()
+            out.append((time.perf_counter_ns() - t0) / 1000.0)
+        out.sort()
+        return {"p50": round(out[len(out) // 2], 2), "p90": round(out[int(len(out) * 0.9)], 2)}
+
+    def launch_sync():
+        x.add_(1)
+        torch.cuda.synchronize(device)
+
+    return {"launch_sync_us": timed(launch_sync), "item_us": timed(x.item)}

@@ -403,8 +403,15 @@ def write_trend_plots(runs: list[dict], out_dir) -> list[Path]:
             ax.grid(True, alpha=0.3)
         if changes:  # name the latest versions beside their line
             versions = _versions(runs[changes[-1]]["meta"])
+            at = (changes[-1] - 0.5, 0)
             axes[0].annotate(
-                versions, (changes[-1] - 0.5, 0), fontsize="x-small", rotation=90, va="bottom"
+                versions,
+                at,
+                xytext=(2, 2),
+                textcoords="offset points",
+                rotation=90,
+                va="bottom",
+                fontsize="x-small",
             )
         written += _save(
             fig,

@@ -109,7 +109,7 @@ class SweepRunner:
     def start(self) -> SweepRunner:
         from .dist import init
         from .harness import BenchSession
-        from .machine import default_machine_kind, machine_info
+        from .machine import default_machine_kind, host_gpu_floor, machine_info
 
         ctx = self.ctx = init(
             self.options.timeout_s, want_cuda=any(c.needs_cuda for c in self.cases)
@@ -121,6 +121,9 @@ class SweepRunner:
                 EXIT_USAGE,
             )
         info = machine_info() if ctx.is_leader else None
+        floors = ctx.all_gather_object(host_gpu_floor(ctx.device))
+        if info is not None:
+            info["host_gpu_floor"] = {"start_per_rank": floors}
         kind = self.options.machine_kind or (default_machine_kind(info) if info else None)
         kind = ctx.broadcast_object(kind)
         self.session = BenchSession(ctx, kind)
@@ -226,6 +229,10 @@ class SweepRunner:
             self.meta["status"] = "complete" if ok and n == len(self.cases) else "incomplete"
             self.meta["finished_utc"] = results.utc_stamp()
             self.meta["cases_done"] = n
+            if self.machine is not None and "host_gpu_floor" in self.machine:
+                from .machine import host_gpu_floor
+
+                self.machine["host_gpu_floor"]["end_rank0"] = host_gpu_floor(self.ctx.device)
             results.atomic_write_json(self.run_dir / "run.json", self.meta)
             results.update_index(self.run_dir.parent, self.run_dir, self.meta, n)
         if self._lock is not None:
