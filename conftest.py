@@ -37,11 +37,7 @@ def pytest_configure(config):
         for attr in ("benchmark_save", "benchmark_autosave"):
             if hasattr(config.option, attr):
                 setattr(config.option, attr, None if attr == "benchmark_save" else False)
-        config.option.verbose = -2
-        # Only rank 0 prints pytest's report; the others keep stderr for their errors.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
+        config.option.verbose = -2  # run_bench.sh also sends their stdout to a log
 
 
 def _options(config):

@@ -19,7 +19,7 @@ PY=${PYTHON:-python3}
 
 die() { echo "run_bench: $*" >&2; exit 2; }
 
-nproc="" nnodes=1 endpoint="" rdzv_id="dpsync" out="results" resume="" report=1
+nproc="" nnodes=1 endpoint="" rdzv_id="dpsync" out="" resume="" report=1
 sweep=()
 while (($#)); do
   case "$1" in
@@ -39,32 +39,58 @@ done
 [[ $nnodes =~ ^[1-9][0-9]*$ ]] || die "--nnodes must be a positive integer, got '$nnodes'"
 [[ -z $nproc || $nproc =~ ^[1-9][0-9]*$ ]] || die "--nproc must be a positive integer, got '$nproc'"
 ((nnodes == 1)) || [[ -n $endpoint ]] || die "--nnodes $nnodes needs --rdzv-endpoint HOST:PORT"
+[[ -z $out || -z $resume ]] || die "give either --out DIR or --resume RUN_DIR, not both"
+target=(--out "${out:-results}")
+[[ -n $resume ]] && target=(--resume "$resume")
 
 gpus=$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)' 2>/dev/null) \
   || die "cannot import torch with $PY (see README.md: setup)"
+
+# What broke, in one line: the first rank error we printed, else the rank torchrun saw die
+# (and the case it was in), else the cases whose data check failed.
+why_failed() {  # why_failed TMPDIR RUN_DIR
+  local line; line=$(grep -m 1 '^dpsync: ' "$1/stderr" 2>/dev/null)
+  local dead; dead=$(awk '/Root Cause/ {root=1} root && /rank *:/ {r=$3} root && /exitcode *:/ {print "rank " r " exited with code " $3; exit}' "$1/stderr" 2>/dev/null)
+  local case=""; [[ -n $2 && -f $2/current_case ]] && case=$(head -n 1 "$2/current_case")
+  # Any rank may be the one that printed pytest's FAILED lines before torchrun stopped the
+  # rest: rank 0's stdout and the others' redirected logs.
+  local failed; failed=$(grep -rhoE 'FAILED [^ ]*\[[^]]*\]' "$1/stdout" "$1/logs" 2>/dev/null \
+    | sed 's/.*\[\(.*\)\]/\1/' | sort -u | paste -sd, -)
+  if [[ -n $failed ]]; then
+    echo "data check failed in case(s) $failed"
+  elif [[ -n $dead && $dead != *"code 3" ]]; then  # 3: our own fail(), already explained
+    echo "$dead${case:+ in case $case}${line:+; first error seen: $line}"
+  elif [[ -n $line ]]; then
+    echo "$line"
+  else
+    echo "${dead:-see the log above}${case:+ (case $case)}"
+  fi
+}
 
 # One torchrun job: check the sweep here first (bad input stops before any process starts).
 run_job() {  # run_job NPROC [extra sweep options...]
   local n=$1; shift
   local opts=("${sweep[@]}" "$@")
-  "$PY" -m dpsync_bench check --nproc "$n" --nnodes "$nnodes" "${opts[@]}" >/dev/null || exit 2
+  "$PY" -m dpsync_bench check --nproc "$n" --nnodes "$nnodes" "${target[@]}" "${opts[@]}" \
+    >/dev/null || exit 2
   local note; note=$(mktemp)
   local tmp; tmp=$(mktemp -d)
   local launch=(--nproc-per-node "$n")
+  if ((n > 1)); then  # only local rank 0 prints pytest's report; every rank's stderr shows
+    launch+=(--log-dir "$tmp/logs" --redirects "$(seq -s, 1 $((n - 1)) | sed 's/\([0-9]\+\)/\1:1/g')")
+  fi
   if ((nnodes > 1)); then
     launch+=(--nnodes "$nnodes" --rdzv-backend c10d --rdzv-endpoint "$endpoint" --rdzv-id "$rdzv_id")
   else
     launch+=(--standalone)
   fi
-  local target=(--dpsync-out "$out")
-  [[ -n $resume ]] && target=(--dpsync-resume "$resume")
-  local pyopts=()
+  local pyopts=("--dpsync-${target[0]#--}" "${target[1]}")
   local i
   for ((i = 0; i < ${#opts[@]}; i += 2)); do pyopts+=("--dpsync-${opts[i]#--}" "${opts[i+1]}"); done
-  echo "run_bench: torchrun ${launch[*]} -m pytest benchmarks/ ${target[*]} ${pyopts[*]}" >&2
+  echo "run_bench: torchrun ${launch[*]} -m pytest benchmarks/ ${pyopts[*]}" >&2
   DPSYNC_RUN_DIR_FILE=$note "$PY" -m torch.distributed.run "${launch[@]}" -m pytest benchmarks/ \
     -q -p no:cacheprovider --benchmark-json "$tmp/pytest-benchmark.json" \
-    "${target[@]}" "${pyopts[@]}" 2> >(tee "$tmp/stderr" >&2)
+    "${pyopts[@]}" > >(tee "$tmp/stdout") 2> >(tee "$tmp/stderr" >&2)
   local rc=$?
   wait  # for tee
   local run_dir; run_dir=$(head -n 1 "$note" 2>/dev/null)
@@ -77,9 +103,8 @@ run_job() {  # run_job NPROC [extra sweep options...]
     echo "run_bench: results in $run_dir" >&2
   fi
   if ((rc != 0)); then
-    # torchrun's own failure report is long; end with the one line that says what broke.
-    local why; why=$(grep -m 1 '^dpsync: ' "$tmp/stderr" 2>/dev/null)
-    echo "run_bench: job failed (torchrun exit $rc): ${why:-see the log above}" >&2
+    # torchrun's own failure report is long; end with one line that says what broke.
+    echo "run_bench: job failed (torchrun exit $rc): $(why_failed "$tmp" "$run_dir")" >&2
     rm -rf "$tmp"
     exit "$rc"
   fi

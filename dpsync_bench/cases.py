@@ -137,6 +137,9 @@ class Sweep:
         s = self.resolved(world_size, cuda)
         if s.repeat < 1:
             raise UsageError(f"repeat must be >= 1, got {s.repeat}")
+        for ms in s.forward_ms:
+            if not 0 <= ms < 10_000:  # NaN fails too
+                raise UsageError(f"forward durations must be in [0, 10000) ms, got {ms!r}")
         base: list[Case] = []
         for path in s.paths:
             for shape in s.shapes:

@@ -48,7 +48,7 @@ def cmd_check(args) -> int:
 
 def cmd_report(args) -> int:
     """Summary table (and plots, where the plotting module is there) of run directories."""
-    from .report import stability, summary_table
+    from .report import pivot_table, stability, summary_table
     from .results import load_run
 
     everything = []
@@ -59,7 +59,7 @@ def cmd_report(args) -> int:
             raise ResultsError(f"{run_dir}: no finished cases")
         everything += cases
         print(f"# {run['meta']['machine_kind']}  {run_dir}")
-        print(summary_table(cases, markdown=args.markdown))
+        print(pivot_table(cases) if args.pivot else summary_table(cases, markdown=args.markdown))
         for line in stability(cases):
             print(line)
         if args.plots:
@@ -194,6 +194,9 @@ COMMANDS = {
             p.add_argument("runs", nargs="+"),
             p.add_argument("--markdown", action="store_true"),
             p.add_argument("--plots", action="store_true"),
+            p.add_argument(
+                "--pivot", action="store_true", help="a row per path, a column per GPU state"
+            ),
         ),
     ),
     "plot": (

@@ -112,3 +112,36 @@ def stability(
                 f"{raw['harness_mean_us']:.1f} us)"
             )
     return lines
+
+
+def pivot_table(case_results: list[dict]) -> str:
+    """Markdown: a row per path, a column per GPU state (coarse kernels, with the barrier):
+    pass latency p50 / p99 and stall p50, us."""
+    cols = {}
+    for r in case_results:
+        c = r["case"]
+        if c["forward_ms"] and (
+            not c["barrier"] or c["granularity"] != "coarse" or c["priority"] != "default"
+        ):
+            continue
+        state = "idle" if not c["forward_ms"] else f"fwd {c['forward_ms']:g} ms"
+        key = (f"{state}, {c['cadence']}", c["path"], c["shape"])
+        cols.setdefault(key[0], {})[(c["path"], c["shape"])] = r["stats"]
+    order = sorted(
+        cols,
+        key=lambda k: (k.startswith("fwd"), float(k.split()[1]) if k.startswith("fwd") else 0, k),
+    )
+    rows = sorted({pk for col in cols.values() for pk in col})
+    lines = ["| path (shape) | " + " | ".join(order) + " |", "|---|" + "---|" * len(order)]
+    for path, shape in rows:
+        cells = []
+        for col in order:
+            st = cols[col].get((path, shape))
+            cells.append(
+                "-"
+                if st is None
+                else f"{_fmt(st['pass_us']['p50'])} / {_fmt(st['pass_us']['p99'])}"
+                f" ({_fmt(st['stall_us']['p50'])})"
+            )
+        lines.append(f"| {path} ({shape}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

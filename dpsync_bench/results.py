@@ -29,7 +29,7 @@ RUN_SCHEMA = "dpsync-bench/run/1"
 CASE_SCHEMA = "dpsync-bench/case/1"
 INDEX_SCHEMA = "dpsync-bench/index/1"
 STAT_KEYS = ("p50", "p90", "p99", "max", "min", "mean", "stdev", "n")
-_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+_SAFE = re.compile(r"[A-Za-z0-9._-]+")  # used with fullmatch: no trailing newline
 
 
 class ResultsError(ValueError):
@@ -41,6 +41,7 @@ def atomic_write_json(path: Path, data) -> None:
     text = json.dumps(data, indent=1, sort_keys=True, allow_nan=False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other readers
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -63,7 +64,7 @@ def utc_stamp(t: float | None = None) -> str:
 
 def create_run_dir(root: Path, machine_kind: str) -> Path:
     """A new directory named by machine kind and UTC time; never an existing one."""
-    if not _SAFE.match(machine_kind):
+    if not _SAFE.fullmatch(machine_kind):
         raise ResultsError(f"machine kind {machine_kind!r} must be letters, digits, . _ -")
     root = Path(root)
     try:
@@ -101,7 +102,7 @@ def locked(run_dir: Path):
 
 
 def case_path(run_dir: Path, case_id: str) -> Path:
-    if not _SAFE.match(case_id):
+    if not _SAFE.fullmatch(case_id):
         raise ResultsError(f"unsafe case id {case_id!r}")
     return Path(run_dir) / "cases" / f"{case_id}.json"
 
@@ -123,7 +124,9 @@ def _load_json(path: Path):
     except (OSError, UnicodeDecodeError) as e:
         raise ResultsError(f"{path}: unreadable ({e})") from None
     except json.JSONDecodeError as e:
-        raise ResultsError(f"{path}: corrupt JSON ({e.msg} at line {e.lineno})") from None
+        raise ResultsError(
+            f"{path}: corrupt JSON ({e.msg}: line {e.lineno}, column {e.colno})"
+        ) from None
 
 
 def _stat_block(block, where: str) -> None:
@@ -133,6 +136,8 @@ def _stat_block(block, where: str) -> None:
         v = block.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ResultsError(f"{where}: field {key!r} missing or not a finite number")
+        if key == "n" and not isinstance(v, int):
+            raise ResultsError(f"{where}: field 'n' is not a whole number")
         if key != "stdev" and v < 0:
             raise ResultsError(f"{where}: field {key!r} is negative")
     if not block["min"] <= block["p50"] <= block["p90"] <= block["p99"] <= block["max"]:
@@ -159,13 +164,30 @@ def validate_case_result(data, where: str) -> dict:
     ):
         if not isinstance(data.get(key), kind):
             raise ResultsError(f"{where}: field {key!r} missing or of the wrong type")
-    if not _SAFE.match(data["case_id"]):
+    if not _SAFE.fullmatch(data["case_id"]):
         raise ResultsError(f"{where}: unsafe case id")
     for metric in ("pass_us", "stall_us"):
         _stat_block(data["stats"].get(metric), f"{where}: stats.{metric}")
+    for metric in ("start_skew_us", "device_us"):  # optional, but whole when present
+        if metric in data["stats"]:
+            _stat_block(data["stats"][metric], f"{where}: stats.{metric}")
+    raw_loop = data.get("raw_loop")
+    if raw_loop is not None:
+        if not isinstance(raw_loop, dict) or not isinstance(raw_loop.get("within_limit"), bool):
+            raise ResultsError(f"{where}: raw_loop is not a raw-loop comparison")
+        for key in ("mean_us", "harness_mean_us", "overhead"):
+            v = raw_loop.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ResultsError(f"{where}: raw_loop.{key} missing or not a finite number")
+    for key in ("wrong_elements", "wrong_decisions"):
+        v = data["check"].get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ResultsError(f"{where}: check.{key} missing or not a count")
     raw = data["raw"].get("pass_us")
-    if not isinstance(raw, list) or not raw or not all(isinstance(r, list) for r in raw):
-        raise ResultsError(f"{where}: raw.pass_us must be a list of per-rank lists")
+    if not isinstance(raw, list) or not raw or not all(isinstance(r, list) and r for r in raw):
+        raise ResultsError(f"{where}: raw.pass_us must be a list of non-empty per-rank lists")
+    if len({len(r) for r in raw}) != 1:
+        raise ResultsError(f"{where}: raw.pass_us ranks hold different sample counts")
     for rank_samples in raw:
         for v in rank_samples:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -185,8 +207,17 @@ def load_run(run_dir: Path) -> dict:
     meta = _load_json(run_dir / "run.json")
     if not isinstance(meta, dict) or meta.get("schema") != RUN_SCHEMA:
         raise ResultsError(f"{run_dir / 'run.json'}: not a dpsync-bench run file")
-    if not isinstance(meta.get("machine_kind"), str):
-        raise ResultsError(f"{run_dir / 'run.json'}: no machine_kind")
+    where = run_dir / "run.json"
+    if not isinstance(meta.get("machine_kind"), str) or not _SAFE.fullmatch(meta["machine_kind"]):
+        raise ResultsError(f"{where}: no valid machine_kind")
+    for key in ("started_utc", "status"):
+        if key in meta and not isinstance(meta[key], str):
+            raise ResultsError(f"{where}: field {key!r} is not text")
+    for key in ("resumed_utc", "cases_planned"):
+        if key in meta and not (
+            isinstance(meta[key], list) and all(isinstance(x, str) for x in meta[key])
+        ):
+            raise ResultsError(f"{where}: field {key!r} is not a list of text")
     cases = {}
     for path in sorted((run_dir / "cases").glob("*.json")):
         case = load_case(path)
@@ -198,14 +229,21 @@ def load_run(run_dir: Path) -> dict:
     return {"dir": str(run_dir), "meta": meta, "cases": cases}
 
 
+def case_passed(case: dict) -> bool:
+    return case["check"]["wrong_elements"] == 0 and case["check"]["wrong_decisions"] == 0
+
+
 def finished_case_ids(run_dir: Path) -> set[str]:
-    """Cases already on disk and valid (what --resume skips); a bad file is re-run."""
+    """Cases on disk, valid and whose data check passed (what --resume skips); a bad file
+    or a case that failed its check is run again."""
     done = set()
     for path in sorted((Path(run_dir) / "cases").glob("*.json")):
         try:
-            done.add(load_case(path)["case_id"])
+            case = load_case(path)
         except ResultsError:
             continue
+        if case_passed(case):
+            done.add(case["case_id"])
     return done
 
 

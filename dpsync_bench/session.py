@@ -7,10 +7,12 @@ rank 0 alone writes files. Each finished case is on disk before the next one sta
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,21 +24,33 @@ from .dist import DEFAULT_TIMEOUT_S, EXIT_USAGE, console, env_int, fail, first_l
 FAULT_ENV = "DPSYNC_FAULT"  # testing only: "kill|raise|sleep|exit|corrupt@RANK:CASE_ORDINAL"
 
 
-def inject_fault(rank: int, ordinal: int) -> bool:
-    """Fail on purpose where DPSYNC_FAULT says (the fault-matrix tests use this); True means
-    "corrupt the gathered buffer in this case"."""
-    spec = os.environ.get(FAULT_ENV)
+FAULT_KINDS = ("kill", "raise", "sleep", "exit", "corrupt")
+
+
+def parse_fault(spec: str | None) -> tuple[str, int, int] | None:
+    """DPSYNC_FAULT's KIND@RANK:CASE, checked before anything starts (UsageError)."""
     if not spec:
-        return False
+        return None
     try:
         kind, where = spec.split("@")
         at_rank, at_case = (int(x) for x in where.split(":"))
     except ValueError:
-        fail(f"{FAULT_ENV}={spec!r} is not KIND@RANK:CASE", EXIT_USAGE)
-    if (rank, ordinal) != (at_rank, at_case):
+        raise UsageError(f"{FAULT_ENV}={spec!r} is not KIND@RANK:CASE") from None
+    if kind not in FAULT_KINDS or at_rank < 0 or at_case < 0:
+        raise UsageError(
+            f"{FAULT_ENV}={spec!r}: kind is one of {', '.join(FAULT_KINDS)}, "
+            "rank and case are non-negative"
+        )
+    return kind, at_rank, at_case
+
+
+def inject_fault(rank: int, ordinal: int) -> bool:
+    """Fail on purpose where DPSYNC_FAULT says (the fault-matrix tests use this); True means
+    "corrupt the gathered buffer in this case"."""
+    fault = parse_fault(os.environ.get(FAULT_ENV))
+    if fault is None or fault[1:] != (rank, ordinal):
         return False
-    if kind == "corrupt":
-        return True
+    kind = fault[0]
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif kind == "raise":
@@ -45,8 +59,7 @@ def inject_fault(rank: int, ordinal: int) -> bool:
         time.sleep(3600)
     elif kind == "exit":
         os._exit(7)
-    else:
-        fail(f"{FAULT_ENV}: unknown fault kind {kind!r}", EXIT_USAGE)
+    return kind == "corrupt"
 
 
 @dataclass
@@ -57,23 +70,44 @@ class Options:
     machine_kind: str | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
     command: str = ""
+    resumed_meta: dict | None = field(default=None, repr=False)  # set by validate()
 
     def validate(self) -> None:
         if not self.timeout_s > 0:
             raise UsageError(f"timeout must be > 0 seconds, got {self.timeout_s}")
         if self.out is not None and self.resume is not None:
             raise UsageError("give either an output root or --resume DIR, not both")
+        parse_fault(os.environ.get(FAULT_ENV))
         if self.resume is not None:
             try:
-                results.load_run(Path(self.resume))
-            except results.ResultsError as e:
+                self.resumed_meta = results.load_run(Path(self.resume))["meta"]
+                with results.locked(Path(self.resume)):  # in use by a running job?
+                    pass
+            except (results.ResultsError, OSError) as e:
                 raise UsageError(f"--resume: {e}") from None
         if self.out is not None:
-            existing = Path(self.out).absolute()
-            while not existing.exists():
-                existing = existing.parent
-            if not existing.is_dir() or not os.access(existing, os.W_OK):
-                raise UsageError(f"results directory {self.out} is not writable")
+            _check_writable(Path(self.out))
+
+
+def _check_writable(root: Path) -> None:
+    """Make the results root and write a file there, then undo it: only trying tells (root
+    passes os.access checks on read-only mounts and /proc)."""
+    missing = []
+    for d in (root.absolute(), *root.absolute().parents):
+        if d.exists():
+            break
+        missing.append(d)
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as e:
+        raise UsageError(f"results directory {root} is not writable ({e.strerror})") from None
+    finally:
+        for d in missing:  # deepest first; leave nothing behind
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
 
 def plan(options: Options) -> list[Case]:
@@ -86,6 +120,14 @@ def plan(options: Options) -> list[Case]:
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     cases = options.sweep.cases(world, cuda_devices > 0)
     check_environment(cases, world, local_world, cuda_devices)
+    meta = options.resumed_meta or {}
+    planned = meta.get("cases_planned")
+    same = meta.get("sweep_fingerprint", sweep_fingerprint(cases)) == sweep_fingerprint(cases)
+    if planned is not None and (planned != [c.case_id for c in cases] or not same):
+        raise UsageError(
+            f"--resume {options.resume}: give the sweep options of that run "
+            f"(it planned {len(planned)} cases; these options plan {len(cases)}, not all the same)"
+        )
     return cases
 
 
@@ -176,6 +218,7 @@ class SweepRunner:
             else max(1, self.ctx.world_size // max(1, self.ctx.local_world_size)),
             "sweep": asdict(self.options.sweep),
             "cases_planned": [c.case_id for c in self.cases],
+            "sweep_fingerprint": sweep_fingerprint(self.cases),
             "timeout_s": self.options.timeout_s,
             "machine": info,
         }
@@ -195,6 +238,8 @@ class SweepRunner:
         # A rank that raised and went on would pair its next collectives with the other
         # ranks' current case: any failure here ends the whole job, with one line.
         try:
+            if self.ctx.is_leader and self.run_dir is not None:  # names the case if we die
+                (self.run_dir / "current_case").write_text(case.case_id + "\n")
             corrupt = inject_fault(self.ctx.rank, self._ran)
             result = self.session.run_case(case, corrupt=corrupt)
             self.results[case.case_id] = result
@@ -225,6 +270,7 @@ class SweepRunner:
         if self.ctx is None:
             return
         if self.ctx.is_leader and self.run_dir is not None:
+            (self.run_dir / "current_case").unlink(missing_ok=True)
             n = len(results.finished_case_ids(self.run_dir))
             self.meta["status"] = "complete" if ok and n == len(self.cases) else "incomplete"
             self.meta["finished_utc"] = results.utc_stamp()
