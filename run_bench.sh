@@ -16,6 +16,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # NVLink multicast stays off: a program using it can take a shared host's GPUs down.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 PY=${PYTHON:-python3}
+export DPSYNC_COMMAND="./run_bench.sh${*:+ $*}"  # recorded in run.json as the command run
 
 die() { echo "run_bench: $*" >&2; exit 2; }
 

@@ -95,6 +95,7 @@ class RunEntry:
     dir: Path
     machine_kind: str
     started_utc: str
+    world_size: int = 0  # a 1-GPU box's default run is two jobs: 1 rank and 2 ranks
 
     @property
     def order(self) -> tuple[str, str]:  # runs started the same second: -1, -2 suffixes
@@ -111,14 +112,22 @@ def list_runs(root: Path) -> list[RunEntry]:
     for meta_path in root.glob("*/run.json"):
         meta = _run_meta(meta_path.parent)
         if meta is not None:
-            kind, started = str(meta.get("machine_kind")), str(meta.get("started_utc"))
-            entries.append(RunEntry(meta_path.parent, kind, started))
+            entries.append(_entry(meta_path.parent, meta))
     return sorted(entries, key=lambda e: e.order)
 
 
+def _entry(run_dir: Path, meta: dict) -> RunEntry:
+    world = meta.get("world_size")
+    return RunEntry(
+        Path(run_dir),
+        str(meta.get("machine_kind")),
+        str(meta.get("started_utc")),
+        world if isinstance(world, int) and not isinstance(world, bool) else 0,
+    )
+
+
 def entry_of(run: dict) -> RunEntry:
-    meta = run["meta"]
-    return RunEntry(Path(run["dir"]), meta["machine_kind"], str(meta.get("started_utc")))
+    return _entry(Path(run["dir"]), run["meta"])
 
 
 def load_history(entries: Iterable[RunEntry]) -> Iterable[dict]:

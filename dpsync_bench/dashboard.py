@@ -176,11 +176,11 @@ def build(
     """Write OUT/index.html (OUT defaults to ROOT/dashboard) and its figures; return it."""
     root = Path(root)
     out = Path(out) if out is not None else root / "dashboard"
-    by_kind = defaultdict(list)
+    by_series = defaultdict(list)  # one section per machine kind and world size
     for entry in compare.list_runs(root):
-        by_kind[entry.machine_kind].append(entry)
+        by_series[(entry.machine_kind, entry.world_size)].append(entry)
     sections = []
-    for kind, entries in sorted(by_kind.items()):
+    for (kind, world), entries in sorted(by_series.items()):
         entries = entries[-trends:]
         keep_raw = len(entries) - baseline_runs - 1  # the latest and its baselines
         runs = [
@@ -189,7 +189,7 @@ def build(
             if r["cases"]
         ]
         if runs:
-            sections.append(_section(kind, runs, out, baseline_runs))
+            sections.append(_section(f"{kind}, world size {world}", runs, out, baseline_runs))
     if not sections:
         raise ResultsError(f"{root}: no runs with finished cases")
     out.mkdir(parents=True, exist_ok=True)

@@ -211,7 +211,9 @@ class SweepRunner:
             "machine_kind": kind,
             "started_utc": results.utc_stamp(),
             "status": status,
-            "command": self.options.command or shlex.join(sys.argv),
+            "command": os.environ.get("DPSYNC_COMMAND")
+            or self.options.command
+            or shlex.join(sys.argv),
             "world_size": self.ctx.world_size,
             "nnodes": env_int("GROUP_WORLD_SIZE", 1)
             if "GROUP_WORLD_SIZE" in os.environ
