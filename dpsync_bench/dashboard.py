@@ -18,12 +18,11 @@ from .plots import (
     CADENCE_TEXT,
     REDUCTION,
     machine_label,
-    write_atomic,
     write_run_plots,
     write_trend_plots,
 )
 from .report import _fmt, summary_rows
-from .results import ResultsError
+from .results import ResultsError, write_atomic
 
 DEFAULT_TRENDS = 30  # runs per machine kind in the trend figures
 

@@ -4,9 +4,10 @@ Per iteration, on every rank: wait for the agreed start instant (isolated cadenc
 once (streaming); launch the simulated forward if any; then time, on the host, the pass the
 scheduler loses: gather + read-back + decide, from "local row ready" to "decision on the
 CPU". The path counts its GPU<->CPU sync time (stall) separately. Outside the timed window:
-let the GPU drain, read the collective's device time, check every gathered element.
-Per-rank arrays are collected after the case; figures are reduced with the per-iteration
-max across ranks (every rank waits for the slowest).
+snapshot what the gather left (checked, with every decision, after the case) and let a
+forward end. After the loop: the collective's device time, nccl-tests style. Per-rank
+arrays are collected after the case; figures are reduced with the per-iteration max across
+ranks (every rank waits for the slowest).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class RankRecord:
     wrong_decisions: int
     checked: int  # iterations whose buffer and decision were checked (warm-up included)
     late_starts: int
-    raw_loop_mean_ns: float | None
+    raw_block_median_ns: float | None  # the bare loop's median 10-pass block mean
     period_ns: int | None
     gpu_before: dict | None
     gpu_after: dict | None
@@ -141,8 +142,7 @@ class BenchSession:
                     raw_blocks += self._raw_loop(path, count)
             else:
                 loop.run(first, case.iters, aligned=False, record=True)
-            checked = len(loop._decided)
-            wrong_elements, wrong_decisions = loop.check()
+            wrong_elements, wrong_decisions, checked = loop.check()
             device_us = path.collective_device_us() if case.path in NCCL_PATHS else None
         gpu_after = gpu_snapshot(gpu_index) if gpu_index is not None else None
         raw_median = stats.quantile(sorted(raw_blocks), 0.5) if raw_blocks else None
@@ -302,8 +302,8 @@ class _Loop:
             walls.append(now_ns() - begin)
         return walls
 
-    def check(self) -> tuple[int, int]:
-        """Wrong gathered elements and wrong decisions over every iteration run."""
+    def check(self) -> tuple[int, int, int]:
+        """Wrong gathered elements, wrong decisions, and iterations checked (all run)."""
         snaps = self._snapshots
         if isinstance(snaps[0], torch.Tensor):
             got = torch.stack(snaps).cpu().tolist()
@@ -318,7 +318,7 @@ class _Loop:
             if decide(before, GatherSummary.from_rows(tp0), self.config, now_s) != outcome:
                 wrong_decisions += 1
         self._snapshots.clear()
-        return wrong_elements, wrong_decisions
+        return wrong_elements, wrong_decisions, len(got)
 
 
 def build_result(
@@ -380,7 +380,7 @@ def build_result(
             "matrix_size": fwd.calibration.size,
             "kernels": fwd.calibration.kernels_for(case.forward_ms),
         }
-    raw_blocks = [r.raw_loop_mean_ns for r in records]
+    raw_blocks = [r.raw_block_median_ns for r in records]
     if all(m is not None for m in raw_blocks):
         harness = max(median_block_mean(r) for r in pass_us)
         raw = max(raw_blocks) * us

@@ -7,12 +7,9 @@ Only reads results; written atomically, since plots live next to the results.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import re
 import statistics
-import tempfile
 from collections import Counter, defaultdict
 from functools import partial
 from pathlib import Path
@@ -20,6 +17,7 @@ from pathlib import Path
 from . import stats
 from .cases import CADENCES, PATH_NAMES
 from .compare import group_key, samples
+from .results import write_atomic
 
 REDUCTION = "per-iteration max across ranks"
 CADENCE_TEXT = {
@@ -72,23 +70,6 @@ def _short_case(case_id: str) -> str:
 
 
 # ---- writing ---------------------------------------------------------------------------
-def write_atomic(path: Path, write) -> Path:
-    """Temp file, fsync, rename: a reader sees the old file or the new one, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _figure(panels: int, width: float = 5.0, height: float = 3.6, ncols: int = 3):
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 

@@ -36,14 +36,15 @@ class ResultsError(ValueError):
     """A missing, corrupt or foreign results file: one line, exit code 2."""
 
 
-def atomic_write_json(path: Path, data) -> None:
+def write_atomic(path: Path, write) -> Path:
+    """Temp file, fsync, rename (then fsync the directory): a reader or a crash sees the old
+    file or the new one, never half. `write` gets the open binary file."""
     path = Path(path)
-    text = json.dumps(data, indent=1, sort_keys=True, allow_nan=False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other readers
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -56,6 +57,12 @@ def atomic_write_json(path: Path, data) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return path
+
+
+def atomic_write_json(path: Path, data) -> None:
+    text = json.dumps(data, indent=1, sort_keys=True, allow_nan=False)
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def utc_stamp(t: float | None = None) -> str:

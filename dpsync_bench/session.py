@@ -164,8 +164,10 @@ class SweepRunner:
             )
         info = machine_info() if ctx.is_leader else None
         floors = ctx.all_gather_object(host_gpu_floor(ctx.device))
+        offsets = ctx.all_gather_object(ctx.clock_offset_ns)
         if info is not None:
             info["host_gpu_floor"] = {"start_per_rank": floors}
+            info["clocks"] = {"same_host": ctx.same_host, "offset_to_rank0_ns": offsets}
         kind = self.options.machine_kind or (default_machine_kind(info) if info else None)
         kind = ctx.broadcast_object(kind)
         self.session = BenchSession(ctx, kind)

@@ -81,7 +81,7 @@ def case_result(
                 wrong_decisions=0,
                 checked=iters,
                 late_starts=0,
-                raw_loop_mean_ns=None,
+                raw_block_median_ns=None,
                 period_ns=period or None,
                 gpu_before=None,
                 gpu_after=None,

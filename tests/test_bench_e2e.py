@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import pytest
-from fault_helpers import BenchProcess, Job, run_dirs, smoke_case_ids, temp_files
+from fault_helpers import (
+    BenchProcess,
+    Job,
+    run_dirs,
+    smoke_case_ids,
+    temp_files,
+    torchrun_benchmarks,
+)
 
 from dpsync_bench import results
 from dpsync_bench.stats import reduce_max
@@ -29,19 +35,7 @@ def e2e(tmp_path_factory):
     bench_json = root / "pytest-benchmark.json"
     out = root / "results"
     job = BenchProcess(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "pytest",
-            "benchmarks/",
-            "-q",
-            "-p",
-            "no:cacheprovider",
+        torchrun_benchmarks(
             "--dpsync-preset",
             "smoke",
             "--dpsync-iters",
@@ -50,7 +44,7 @@ def e2e(tmp_path_factory):
             bench_json,
             "--dpsync-out",
             out,
-        ]
+        )  # fmt: skip
     ).wait(240)
     return job, bench_json, out
 

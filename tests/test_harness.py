@@ -167,7 +167,7 @@ def test_build_result_sums_check_failures_over_ranks():
 
 def test_build_result_raw_loop_on_streaming_cases():
     case = Case("gloo_cpu", "1x2", cadence="streaming", iters=40, warmup=5)
-    records = _records(iters=40, raw_loop_mean_ns=90_000.0)
+    records = _records(iters=40, raw_block_median_ns=90_000.0)
     result = build_result(case, records, "test-box", 1_700_000_000.0, None)
     raw = result["raw_loop"]
     for key in ("mean_us", "harness_mean_us", "overhead", "within_limit"):

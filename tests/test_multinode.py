@@ -1,7 +1,9 @@
 """Two "nodes" of two processes each on loopback, over gloo: `run_bench.sh --nnodes 2`.
 
 Both launchers meet at a c10d rendezvous on 127.0.0.1; the job has 4 ranks; exactly one run
-directory is written (by global rank 0) with world_size 4, nnodes 2 and valid cases.
+directory is written (by global rank 0) with world_size 4, nnodes 2 and valid cases. The
+cross-host clock-offset estimate is forced on (one host shares a clock, so every estimated
+offset must come out near zero).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def test_two_nodes_two_processes_each(tmp_path):
         out,
         "--no-report",
     ]
-    nodes = [BenchProcess(args) for _ in range(2)]
+    nodes = [BenchProcess(args, {"DPSYNC_ESTIMATE_CLOCK_OFFSETS": "1"}) for _ in range(2)]
     jobs = [node.wait(180) for node in nodes]
     for job in jobs:
         assert job.rc == 0, job.describe()
@@ -60,6 +62,9 @@ def test_two_nodes_two_processes_each(tmp_path):
     assert meta["world_size"] == 4
     assert meta["nnodes"] == 2
     assert sorted(run["cases"]) == CASE_IDS
+    offsets = meta["machine"]["clocks"]["offset_to_rank0_ns"]
+    assert len(offsets) == 4 and offsets[0] == 0
+    assert all(abs(o) < 2_000_000 for o in offsets), offsets  # one clock: ~0, within 2 ms
     for case in run["cases"].values():
         assert case["world_size"] == 4
         assert len(case["raw"]["pass_us"]) == 4

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import synthetic
 import torch
+from fault_helpers import torchrun_benchmarks
 
 from dpsync_bench.cli import main
 from dpsync_bench.compare import load_results
@@ -35,22 +35,7 @@ ONE_CASE = (
 
 
 def _sweep(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "pytest",
-        str(REPO / "benchmarks"),
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        *SMOKE,
-        *args,
-    ]
+    cmd = torchrun_benchmarks(*SMOKE, *args)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # From tmp: pytest-benchmark keeps its storage under the working directory (and cannot
     # name a storage outside it when it warns about machine differences).

@@ -173,6 +173,15 @@ def run_bench(args, env_extra=None, limit_s: float = 120) -> Job:
     return BenchProcess([str(RUN_BENCH), *map(str, args)], env_extra).wait(limit_s)
 
 
+def torchrun_benchmarks(*args, nproc: int = 2) -> list:
+    """argv of a real benchmark job: torchrun over pytest on benchmarks/ (no run_bench.sh)."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        "--nproc-per-node", str(nproc),
+        "-m", "pytest", str(REPO / "benchmarks"), "-q", "-p", "no:cacheprovider", *args,
+    ]  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -212,7 +221,7 @@ _RECORD_DEFAULTS = dict(
     wrong_elements=0,
     wrong_decisions=0,
     late_starts=0,
-    raw_loop_mean_ns=None,
+    raw_block_median_ns=None,
     period_ns=None,
     gpu_before=None,
     gpu_after=None,
