@@ -71,7 +71,7 @@ def load_results(paths: Iterable[str | Path]) -> dict:
 
 def _run_meta(run_dir: Path) -> dict | None:
     try:
-        meta = results._load_json(run_dir / "run.json")
+        meta = results.load_json(run_dir / "run.json")
     except ResultsError:
         return None
     return meta if isinstance(meta, dict) and meta.get("schema") == results.RUN_SCHEMA else None

@@ -21,7 +21,7 @@ from .plots import (
     write_run_plots,
     write_trend_plots,
 )
-from .report import _fmt, summary_rows
+from .report import fmt_us, summary_rows
 from .results import ResultsError, write_atomic
 
 DEFAULT_TRENDS = 30  # runs per machine kind in the trend figures
@@ -101,7 +101,7 @@ def _case_table(run: dict, verdicts: dict[str, compare.Verdict]) -> str:
                 + (" REGRESSION" if v.regressed else "")
             )
             cls = ' class="regression"' if v.regressed else ""
-        cells = [row["case"], *(_fmt(row[k]) for _, k in _TABLE_COLUMNS), row["n"]]
+        cells = [row["case"], *(fmt_us(row[k]) for _, k in _TABLE_COLUMNS), row["n"]]
         cells += ["ok" if row["ok"] else "WRONG", versus]
         rows.append(f"<tr{cls}>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{_e(h)}</th>" for h in head)

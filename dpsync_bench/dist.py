@@ -13,7 +13,6 @@ import os
 import socket
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -81,27 +80,12 @@ class DistContext:
             dist.broadcast_object_list(box, src=src, group=self.control)
         return box[0]
 
-    def all_agree(self, ok: bool) -> bool:
-        """True only if every rank says True (so all ranks take the same branch)."""
-        flag = torch.tensor([1 if ok else 0], dtype=torch.int32)
-        with self.guard("agreeing on a decision"):
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.control)
-        return bool(flag.item())
-
-    def barrier(self) -> None:
-        with self.guard("waiting for all ranks"):
-            dist.barrier(group=self.control)
-
-    @contextmanager
+    @contextlib.contextmanager
     def guard(self, what: str):
         try:
             yield
         except (RuntimeError, dist.DistError) as e:
             fail(f"rank {self.rank}: case {self.current_case}: {what} failed: {first_line(e)}")
-
-    def destroy(self) -> None:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def first_line(err: BaseException) -> str:

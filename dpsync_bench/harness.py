@@ -127,8 +127,7 @@ class BenchSession:
         with stream_ctx, ctx.guard("running the case"), _gc_paused():
             if sched is not None:
                 sched.wait_stream(torch.cuda.default_stream(ctx.device))
-            loop = _Loop(self, case, path, fwd, sched)
-            loop.corrupt = corrupt
+            loop = _Loop(self, case, path, fwd, sched, corrupt)
             warm_ns = self._warm_up(loop, case)
             first, period, raw_blocks = len(warm_ns), None, None
             if case.cadence == "isolated":
@@ -237,7 +236,9 @@ def _config(shape: GatherShape) -> DelayerConfig:
 class _Loop:
     """The measured loop of one case on one rank."""
 
-    def __init__(self, session: BenchSession, case: Case, path: SyncPath, fwd, sched) -> None:
+    def __init__(
+        self, session: BenchSession, case: Case, path: SyncPath, fwd, sched, corrupt: bool
+    ) -> None:
         self.ctx = session.ctx
         self.case = case
         self.path = path
@@ -250,7 +251,7 @@ class _Loop:
         self.start_ns: list[int] = []
         self.forward_ms: list[float] | None = [] if fwd is not None else None
         self.late = 0
-        self.corrupt = False
+        self.corrupt = corrupt  # tests only: damage one gathered element each pass
         # Checked after the case: what each pass left in the buffer, what it decided.
         self._snapshots: list[torch.Tensor] = []
         self._decided: list[tuple] = []  # (iteration, state before, now, outcome)

@@ -9,7 +9,7 @@ from .stats import relative_spread
 UNSTABLE_P50 = 0.10  # repeats of one case whose p50s differ more than this are unstable
 
 
-def _fmt(v) -> str:
+def fmt_us(v) -> str:
     if v is None:
         return "-"
     return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
@@ -54,7 +54,7 @@ def summary_table(case_results: list[dict], markdown: bool = False) -> str:
         [
             row["case"],
             *(
-                _fmt(row[k])
+                fmt_us(row[k])
                 for k in (
                     "pass_p50",
                     "pass_p99",
@@ -140,8 +140,8 @@ def pivot_table(case_results: list[dict]) -> str:
             cells.append(
                 "-"
                 if st is None
-                else f"{_fmt(st['pass_us']['p50'])} / {_fmt(st['pass_us']['p99'])}"
-                f" ({_fmt(st['stall_us']['p50'])})"
+                else f"{fmt_us(st['pass_us']['p50'])} / {fmt_us(st['pass_us']['p99'])}"
+                f" ({fmt_us(st['stall_us']['p50'])})"
             )
         lines.append(f"| {path} ({shape}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)

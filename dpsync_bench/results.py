@@ -121,7 +121,7 @@ def write_case(run_dir: Path, result: dict) -> Path:
     return path
 
 
-def _load_json(path: Path):
+def load_json(path: Path):
     path = Path(path)
     try:
         with open(path) as f:
@@ -203,7 +203,7 @@ def validate_case_result(data, where: str) -> dict:
 
 
 def load_case(path: Path) -> dict:
-    return validate_case_result(_load_json(path), str(path))
+    return validate_case_result(load_json(path), str(path))
 
 
 def load_run(run_dir: Path) -> dict:
@@ -211,7 +211,7 @@ def load_run(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ResultsError(f"{run_dir}: not a run directory")
-    meta = _load_json(run_dir / "run.json")
+    meta = load_json(run_dir / "run.json")
     if not isinstance(meta, dict) or meta.get("schema") != RUN_SCHEMA:
         raise ResultsError(f"{run_dir / 'run.json'}: not a dpsync-bench run file")
     where = run_dir / "run.json"
@@ -261,7 +261,7 @@ def update_index(root: Path, run_dir: Path, meta: dict, n_cases: int) -> None:
     with open(root / ".index.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            index = _load_json(index_path)
+            index = load_json(index_path)
             if not isinstance(index, dict) or index.get("schema") != INDEX_SCHEMA:
                 raise ResultsError("foreign index")
         except ResultsError:

@@ -22,8 +22,6 @@ from .cases import Case, Sweep, UsageError, check_environment, sweep_fingerprint
 from .dist import DEFAULT_TIMEOUT_S, EXIT_USAGE, console, env_int, fail, first_line
 
 FAULT_ENV = "DPSYNC_FAULT"  # testing only: "kill|raise|sleep|exit|corrupt@RANK:CASE_ORDINAL"
-
-
 FAULT_KINDS = ("kill", "raise", "sleep", "exit", "corrupt")
 
 
@@ -69,7 +67,10 @@ class Options:
     resume: str | None = None  # an existing run directory to complete
     machine_kind: str | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
-    command: str = ""
+    # Recorded in run.json: run_bench.sh passes its own command line, else this argv.
+    command: str = field(
+        default_factory=lambda: os.environ.get("DPSYNC_COMMAND") or shlex.join(sys.argv)
+    )
     resumed_meta: dict | None = field(default=None, repr=False)  # set by validate()
 
     def validate(self) -> None:
@@ -183,6 +184,7 @@ class SweepRunner:
             fail(error, EXIT_USAGE)
         self.run_dir = Path(run_dir) if run_dir else None
         self.done = set(done)
+        self._todo = sum(c.case_id not in self.done for c in self.cases)
         note = os.environ.get("DPSYNC_RUN_DIR_FILE")  # run_bench.sh learns the directory here
         if note and ctx.is_leader and self.run_dir is not None:
             Path(note).write_text(f"{self.run_dir}\n")
@@ -190,9 +192,9 @@ class SweepRunner:
 
     def _open_run_dir(self, kind: str, info: dict) -> tuple[str | None, list[str]]:
         opts = self.options
-        if opts.resume:
+        if opts.resume:  # validate() already loaded and checked it
             run_dir = Path(opts.resume)
-            meta = results.load_run(run_dir)["meta"]
+            meta = opts.resumed_meta
             if meta["machine_kind"] != kind:
                 raise results.ResultsError(
                     f"--resume {run_dir}: recorded on {meta['machine_kind']!r}, this is {kind!r}"
@@ -213,9 +215,7 @@ class SweepRunner:
             "machine_kind": kind,
             "started_utc": results.utc_stamp(),
             "status": status,
-            "command": os.environ.get("DPSYNC_COMMAND")
-            or self.options.command
-            or shlex.join(sys.argv),
+            "command": self.options.command,
             "world_size": self.ctx.world_size,
             "nnodes": env_int("GROUP_WORLD_SIZE", 1)
             if "GROUP_WORLD_SIZE" in os.environ
@@ -226,12 +226,11 @@ class SweepRunner:
             "timeout_s": self.options.timeout_s,
             "machine": info,
         }
-        path = Path(run_dir) / "run.json"
-        if path.exists():  # a resumed run keeps its start time and history
-            old = results._load_json(path)
+        old = self.options.resumed_meta
+        if old is not None:  # a resumed run keeps its start time and history
             meta["started_utc"] = old.get("started_utc", meta["started_utc"])
             meta["resumed_utc"] = old.get("resumed_utc", []) + [results.utc_stamp()]
-        results.atomic_write_json(path, meta)
+        results.atomic_write_json(Path(run_dir) / "run.json", meta)
         self.meta = meta
 
     # ---- cases ------------------------------------------------------------------------
@@ -258,13 +257,12 @@ class SweepRunner:
     def _progress(self, case: Case, result: dict) -> None:
         if not self.ctx.is_leader:
             return
-        todo = [c for c in self.cases if c.case_id not in self.done]
         k = self._ran
         elapsed = time.monotonic() - self._t0
-        eta = elapsed / k * (len(todo) - k) if k else 0.0
+        eta = elapsed / k * (self._todo - k) if k else 0.0
         s = result["stats"]
         console(
-            f"[dpsync] case {k}/{len(todo)} {case.case_id}: pass p50 {s['pass_us']['p50']:.1f} "
+            f"[dpsync] case {k}/{self._todo} {case.case_id}: pass p50 {s['pass_us']['p50']:.1f} "
             f"p99 {s['pass_us']['p99']:.1f} us, stall p50 {s['stall_us']['p50']:.1f} us "
             f"(elapsed {elapsed:.0f}s, ETA {eta:.0f}s)"
         )
@@ -333,5 +331,4 @@ def options_from(get) -> Options:
         resume=get("resume"),
         machine_kind=get("machine-kind"),
         timeout_s=get("timeout"),
-        command=shlex.join(sys.argv),
     )
