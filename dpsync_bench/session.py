@@ -7,7 +7,7 @@ rank 0 alone writes files. Each finished case is on disk before the next one sta
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import os
 import shlex
 import signal
@@ -91,24 +91,19 @@ class Options:
 
 
 def _check_writable(root: Path) -> None:
-    """Make the results root and write a file there, then undo it: only trying tells (root
-    passes os.access checks on read-only mounts and /proc)."""
-    missing = []
-    for d in (root.absolute(), *root.absolute().parents):
-        if d.exists():
-            break
-        missing.append(d)
+    """Try what creating the results root needs: make (and remove) a uniquely named
+    directory in its nearest existing ancestor. Only trying tells (root passes os.access on
+    /proc); unique names keep the ranks, which all validate at once, out of each other's way;
+    and nothing is left behind."""
+    existing = root.absolute()
+    while not existing.exists():
+        existing = existing.parent
     try:
-        for d in reversed(missing):
-            d.mkdir()
-        with tempfile.TemporaryFile(dir=root):
-            pass
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        os.rmdir(tempfile.mkdtemp(prefix=".dpsync-probe-", dir=existing))
     except OSError as e:
         raise UsageError(f"results directory {root} is not writable ({e.strerror})") from None
-    finally:
-        for d in missing:  # deepest first; leave nothing behind
-            with contextlib.suppress(OSError):
-                d.rmdir()
 
 
 def plan(options: Options) -> list[Case]:
