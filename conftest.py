@@ -50,7 +50,8 @@ def pytest_generate_tests(metafunc):
     if "dpsync_case" not in metafunc.fixturenames:
         return
     from dpsync_bench.cases import UsageError
-    from dpsync_bench.dist import EXIT_USAGE, fail
+    from dpsync_bench.dist import fail
+    from dpsync_bench.exit_codes import EXIT_USAGE
     from dpsync_bench.session import plan
 
     try:

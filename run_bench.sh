@@ -47,25 +47,10 @@ target=(--out "${out:-results}")
 gpus=$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)' 2>/dev/null) \
   || die "cannot import torch with $PY (see README.md: setup)"
 
-# What broke, in one line: the first rank error we printed, else the rank torchrun saw die
-# (and the case it was in), else the cases whose data check failed.
+# What broke, in one line: failed data checks, else a rank that died (and its case), else the
+# first error a rank printed.
 why_failed() {  # why_failed TMPDIR RUN_DIR
-  local line; line=$(grep -m 1 '^dpsync: ' "$1/stderr" 2>/dev/null)
-  local dead; dead=$(awk '/Root Cause/ {root=1} root && /rank *:/ {r=$3} root && /exitcode *:/ {print "rank " r " exited with code " $3; exit}' "$1/stderr" 2>/dev/null)
-  local case=""; [[ -n $2 && -f $2/current_case ]] && case=$(head -n 1 "$2/current_case")
-  # Any rank may be the one that printed pytest's FAILED lines before torchrun stopped the
-  # rest: rank 0's stdout and the others' redirected logs.
-  local failed; failed=$(grep -rhoE 'FAILED [^ ]*\[[^]]*\]' "$1/stdout" "$1/logs" 2>/dev/null \
-    | sed 's/.*\[\(.*\)\]/\1/' | sort -u | paste -sd, -)
-  if [[ -n $failed ]]; then
-    echo "data check failed in case(s) $failed"
-  elif [[ -n $dead && $dead != *"code 3" ]]; then  # 3: our own fail(), already explained
-    echo "$dead${case:+ in case $case}${line:+; first error seen: $line}"
-  elif [[ -n $line ]]; then
-    echo "$line"
-  else
-    echo "${dead:-see the log above}${case:+ (case $case)}"
-  fi
+  "$PY" -m dpsync_bench.failure "$1" "$2" 2>/dev/null || echo "see the log above"
 }
 
 # One torchrun job: check the sweep here first (bad input stops before any process starts).

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .cases import UsageError
-from .dist import EXIT_USAGE
+from .exit_codes import EXIT_USAGE
 from .results import ResultsError
 
 

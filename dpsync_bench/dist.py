@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from .exit_codes import EXIT_FAILED
+
 DEFAULT_TIMEOUT_S = 60.0
-EXIT_USAGE = 2
-EXIT_FAILED = 3
 
 now_ns = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux: shared by processes of one host
 

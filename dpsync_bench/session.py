@@ -19,7 +19,8 @@ from pathlib import Path
 
 from . import results
 from .cases import Case, Sweep, UsageError, check_environment, sweep_fingerprint
-from .dist import DEFAULT_TIMEOUT_S, EXIT_USAGE, console, env_int, fail, first_line
+from .dist import DEFAULT_TIMEOUT_S, console, env_int, fail, first_line
+from .exit_codes import EXIT_USAGE
 
 FAULT_ENV = "DPSYNC_FAULT"  # testing only: "kill|raise|sleep|exit|corrupt@RANK:CASE_ORDINAL"
 FAULT_KINDS = ("kill", "raise", "sleep", "exit", "corrupt")
