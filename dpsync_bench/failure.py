@@ -82,7 +82,7 @@ def _read(path: Path) -> str:
 def main(argv: list[str]) -> int:
     job_tmp = Path(argv[0])
     run_dir = Path(argv[1]) if len(argv) > 1 and argv[1] else None
-    logs = sorted((job_tmp / "logs").rglob("*.log")) if (job_tmp / "logs").is_dir() else []
+    logs = sorted((job_tmp / "logs").rglob("*.log"))  # none for a 1-rank job
     pytest_output = "\n".join(_read(p) for p in [job_tmp / "stdout", *logs])
     case = _read(run_dir / "current_case").strip().splitlines() if run_dir else []
     print(explain(_read(job_tmp / "stderr"), pytest_output, case[0] if case else ""))
