@@ -7,12 +7,17 @@ pytest-benchmark's JSON and prints; the other ranks run quietly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
 RANK = int(os.environ.get("RANK", "0") or 0)
+# run_bench.sh's scratch folder for this job: a rank whose session ends normally leaves a
+# marker there, so a rank that left early with code 0 can be told apart (failure.py).
+JOB_DIR = os.environ.get("DPSYNC_JOB_DIR")
 
 
 def pytest_addoption(parser):
@@ -23,21 +28,41 @@ def pytest_addoption(parser):
         group.addoption(f"--dpsync-{name}", type=kind, default=default, help=help_text)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads its options (trylast)
 def pytest_configure(config):
     import dpsync_bench.dist as dist_mod
 
     capman = config.pluginmanager.getplugin("capturemanager")
     if capman is not None:  # errors and progress must reach the console mid-test
         dist_mod.console_unlocked = capman.global_and_fixture_disabled
-    if RANK != 0:  # one writer: rank 0 (pytest-benchmark opened the JSON file already)
-        json_file = getattr(config.option, "benchmark_json", None)
-        if json_file is not None:
-            json_file.close()
-            config.option.benchmark_json = None
-        for attr in ("benchmark_save", "benchmark_autosave"):
-            if hasattr(config.option, attr):
-                setattr(config.option, attr, None if attr == "benchmark_save" else False)
-        config.option.verbose = -2  # run_bench.sh also sends their stdout to a log
+    if RANK != 0:
+        # One writer: rank 0. Only the option values are dropped, whatever their type (an
+        # open file before pytest-benchmark 5.3, a path since), so nothing else writes the
+        # JSON or saves a run; a file an old version opened at parse time is left unwritten.
+        for name in ("benchmark_json", "benchmark_save"):
+            if getattr(config.option, name, None) is not None:
+                setattr(config.option, name, None)
+        if getattr(config.option, "benchmark_autosave", False):
+            config.option.benchmark_autosave = False
+        config.option.verbose = -2  # run_bench.sh also sends their output to a log
+    from dpsync_bench.session import fault_at_start_up
+
+    fault_at_start_up(RANK)
+
+
+def pytest_unconfigure(config):
+    if JOB_DIR:
+        marker = Path(JOB_DIR, "finished", os.environ.get("LOCAL_RANK", "0"))
+        with contextlib.suppress(OSError):
+            marker.touch()
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """pytest-benchmark's JSON carries statistics; the raw samples live in the run's own
+    files, so its per-round `data` copy is dropped unless --benchmark-save-data asks."""
+    if not config.getoption("benchmark_save_data", False):
+        for bench in output_json.get("benchmarks", []):
+            bench.pop("data", None)
 
 
 def _options(config):

@@ -41,7 +41,9 @@ done
 [[ -z $nproc || $nproc =~ ^[1-9][0-9]*$ ]] || die "--nproc must be a positive integer, got '$nproc'"
 ((nnodes == 1)) || [[ -n $endpoint ]] || die "--nnodes $nnodes needs --rdzv-endpoint HOST:PORT"
 [[ -z $out || -z $resume ]] || die "give either --out DIR or --resume RUN_DIR, not both"
-target=(--out "${out:-results}")
+# A user's runs go outside the checkout: DPSYNC_RESULTS, else the XDG data folder.
+default_out=${DPSYNC_RESULTS:-${XDG_DATA_HOME:-$HOME/.local/share}/dpsync-bench/results}
+target=(--out "${out:-$default_out}")
 [[ -n $resume ]] && target=(--resume "$resume")
 
 gpus=$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)' 2>/dev/null) \
@@ -61,9 +63,10 @@ run_job() {  # run_job NPROC [extra sweep options...]
     >/dev/null || exit 2
   local note; note=$(mktemp)
   local tmp; tmp=$(mktemp -d)
+  mkdir "$tmp/finished"  # conftest.py marks each rank whose session ends normally
   local launch=(--nproc-per-node "$n")
-  if ((n > 1)); then  # only local rank 0 prints pytest's report; every rank's stderr shows
-    launch+=(--log-dir "$tmp/logs" --redirects "$(seq -s, 1 $((n - 1)) | sed 's/\([0-9]\+\)/\1:1/g')")
+  if ((n > 1)); then  # local rank 0 on the console; the others' stdout+stderr in log files
+    launch+=(--log-dir "$tmp/logs" --redirects "$(seq -s, 1 $((n - 1)) | sed 's/\([0-9]\+\)/\1:3/g')")
   fi
   if ((nnodes > 1)); then
     launch+=(--nnodes "$nnodes" --rdzv-backend c10d --rdzv-endpoint "$endpoint" --rdzv-id "$rdzv_id")
@@ -74,7 +77,7 @@ run_job() {  # run_job NPROC [extra sweep options...]
   local i
   for ((i = 0; i < ${#opts[@]}; i += 2)); do pyopts+=("--dpsync-${opts[i]#--}" "${opts[i+1]}"); done
   echo "run_bench: torchrun ${launch[*]} -m pytest benchmarks/ ${pyopts[*]}" >&2
-  DPSYNC_RUN_DIR_FILE=$note "$PY" -m torch.distributed.run "${launch[@]}" -m pytest benchmarks/ \
+  DPSYNC_RUN_DIR_FILE=$note DPSYNC_JOB_DIR=$tmp "$PY" -m torch.distributed.run "${launch[@]}" -m pytest benchmarks/ \
     -q -p no:cacheprovider --benchmark-json "$tmp/pytest-benchmark.json" \
     "${pyopts[@]}" > >(tee "$tmp/stdout") 2> >(tee "$tmp/stderr" >&2)
   local rc=$?

@@ -7,6 +7,7 @@ rank 0 alone writes files. Each finished case is on disk before the next one sta
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shlex
@@ -22,8 +23,11 @@ from .cases import Case, Sweep, UsageError, check_environment, sweep_fingerprint
 from .dist import DEFAULT_TIMEOUT_S, console, env_int, fail, first_line
 from .exit_codes import EXIT_USAGE
 
-FAULT_ENV = "DPSYNC_FAULT"  # testing only: "kill|raise|sleep|exit|corrupt@RANK:CASE_ORDINAL"
-FAULT_KINDS = ("kill", "raise", "sleep", "exit", "corrupt")
+# Testing only: "KIND@RANK:CASE", CASE a case ordinal or "start" (pytest start-up, before any
+# case). exit0 leaves with code 0 mid-job, as a rank that returns early would.
+FAULT_ENV = "DPSYNC_FAULT"
+FAULT_KINDS = ("kill", "raise", "sleep", "exit", "exit0", "corrupt")
+AT_START_UP = -1
 
 
 def parse_fault(spec: str | None) -> tuple[str, int, int] | None:
@@ -32,13 +36,15 @@ def parse_fault(spec: str | None) -> tuple[str, int, int] | None:
         return None
     try:
         kind, where = spec.split("@")
-        at_rank, at_case = (int(x) for x in where.split(":"))
+        rank_text, case_text = where.split(":")
+        at_rank = int(rank_text)
+        at_case = AT_START_UP if case_text == "start" else int(case_text)
     except ValueError:
         raise UsageError(f"{FAULT_ENV}={spec!r} is not KIND@RANK:CASE") from None
-    if kind not in FAULT_KINDS or at_rank < 0 or at_case < 0:
+    if kind not in FAULT_KINDS or at_rank < 0 or at_case < AT_START_UP:
         raise UsageError(
             f"{FAULT_ENV}={spec!r}: kind is one of {', '.join(FAULT_KINDS)}, "
-            "rank and case are non-negative"
+            "rank is non-negative, case is a non-negative ordinal or 'start'"
         )
     return kind, at_rank, at_case
 
@@ -53,12 +59,19 @@ def inject_fault(rank: int, ordinal: int) -> bool:
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif kind == "raise":
-        raise RuntimeError("injected fault")
+        where = "at start-up" if ordinal == AT_START_UP else f"in case {ordinal}"
+        raise RuntimeError(f"injected fault {where} on rank {rank}")
     elif kind == "sleep":
         time.sleep(3600)
-    elif kind == "exit":
-        os._exit(7)
+    elif kind in ("exit", "exit0"):
+        os._exit(0 if kind == "exit0" else 7)
     return kind == "corrupt"
+
+
+def fault_at_start_up(rank: int) -> None:
+    """DPSYNC_FAULT=KIND@RANK:start fires here, as pytest configures, before any case."""
+    with contextlib.suppress(UsageError):  # a bad spec is refused later, with one line
+        inject_fault(rank, AT_START_UP)
 
 
 @dataclass

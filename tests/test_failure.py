@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dpsync_bench.failure import exits, explain
+from dpsync_bench.failure import error_line, explain, torchrun_report
 
 CASE = "gloo_cpu-1x2-idle-isolated-r0"
 PEER_GONE = (
@@ -22,7 +22,7 @@ PEER_GONE = (
     "Connection closed by peer [127.0.0.1]:55432. This is typically caused by a remote worker "
     "crashing."
 )
-RAISED = f"dpsync: rank 1: case {CASE}: RuntimeError: injected fault"
+RAISED = f"dpsync: rank 1: case {CASE}: RuntimeError: injected fault in case 1 on rank 1"
 
 
 def report(root: tuple[int, int], *others: tuple[int, int]) -> str:
@@ -44,45 +44,84 @@ def report(root: tuple[int, int], *others: tuple[int, int]) -> str:
     )
 
 
-def test_exits_reads_every_failed_rank_in_report_order():
-    assert exits(report((0, 3), (1, -9))) == [(1, -9), (0, 3)]
-    assert exits(report((1, 7))) == [(1, 7)]
-    assert exits("no report here\n") == []
+def outputs(rank0: str = "", rank1: str = "") -> dict[int, str]:
+    return {0: rank0, 1: rank1}
+
+
+def test_report_reads_every_failed_rank_with_its_code_and_time():
+    ends = torchrun_report(report((0, 13), (1, -9)))
+    assert {r: (e.rank, e.code) for r, e in ends.items()} == {0: (0, 13), 1: (1, -9)}
+    assert ends[1].time == "2026-11-24_01:04:43"
+    assert torchrun_report("no report here\n") == {}
 
 
 @pytest.mark.parametrize(
     "torchrun",
-    [report((0, 3), (1, -9)), report((1, -9), (0, 3))],
+    [report((0, 13), (1, -9)), report((1, -9), (0, 13))],
     ids=["peer-observed-first", "killed-observed-first"],
 )
 def test_killed_rank_is_blamed_whoever_torchrun_saw_first(torchrun):
-    line = explain(PEER_GONE + "\n" + torchrun, current_case=CASE)
-    assert line.startswith(f"rank 1 exited with code -9 (SIGKILL) in case {CASE}; "), line
+    line = explain(torchrun, outputs(PEER_GONE), None, current_case=CASE)
+    assert line.startswith(f"rank 1 was killed by SIGKILL in case {CASE}; "), line
     assert line.endswith(PEER_GONE)  # what the survivor saw stays, after the cause
 
 
 def test_own_exit_code_is_named():
-    line = explain(report((1, 7)), current_case=CASE)
+    line = explain(report((1, 7)), outputs(), None, current_case=CASE)
     assert line == f"rank 1 exited with code 7 in case {CASE}"
 
 
-def test_sigterm_is_a_cause_only_when_no_rank_said_anything():
-    line = explain(report((0, -15), (1, -11)), current_case=CASE)
-    assert line.startswith("rank 1 exited with code -11 (SIGSEGV)"), line
-    assert explain(RAISED + "\n" + report((1, 3), (0, -15))) == RAISED
-    assert explain(report((0, -15))) == "rank 0 exited with code -15 (SIGTERM)"
+def test_start_up_error_in_the_log_is_quoted_and_sigterm_never_blamed():
+    # The CI failure of issue 9: rank 1 hit an INTERNALERROR at start-up (pytest's exit 3),
+    # torchrun then stopped rank 0 with SIGTERM; rank 1's text was only in its log.
+    log = (
+        "INTERNALERROR> Traceback (most recent call last):\n"
+        'INTERNALERROR>   File "conftest.py", line 40, in pytest_configure\n'
+        "INTERNALERROR> AttributeError: 'PosixPath' object has no attribute 'close'\n"
+    )
+    for torchrun in (report((0, -15), (1, 3)), report((1, 3), (0, -15))):
+        line = explain(torchrun, outputs("", log), {0})
+        assert line == (
+            "rank 1 exited with code 3: INTERNALERROR> AttributeError: 'PosixPath' object "
+            "has no attribute 'close'"
+        ), line
+
+
+def test_sigterm_is_named_only_when_nothing_else_is_known():
+    line = explain(report((0, -15), (1, -11)), outputs(), None, current_case=CASE)
+    assert line.startswith("rank 1 was killed by SIGSEGV"), line
+    assert explain(report((0, -15)), outputs(), None) == "rank 0 was killed by SIGTERM"
+
+
+def test_rank_that_left_with_code_0_before_the_end_is_the_cause():
+    # rank 1 returned early: torchrun lists only rank 0 (our fail-fast after the peer left)
+    line = explain(report((0, 13)), outputs(PEER_GONE, ""), set(), current_case=CASE)
+    assert line.startswith(f"rank 1 exited with code 0 before its session ended in case {CASE}")
+    # ... but a rank that finished normally is not
+    assert explain(report((0, 13)), outputs(PEER_GONE, ""), {1}) == f"rank 0: {PEER_GONE}"
 
 
 @pytest.mark.parametrize("order", ["raiser-first", "peer-first"])
 def test_rank_that_raised_beats_peer_that_lost_it(order):
-    # Both leave through fail() (exit 3): the cause is the line that is not a peer gone.
-    lines = [RAISED, PEER_GONE] if order == "raiser-first" else [PEER_GONE, RAISED]
-    stderr = "\n".join(lines) + "\n" + report((0, 3), (1, 3))
-    assert explain(stderr, current_case=CASE) == RAISED
+    # Both leave through fail() (exit 13): the cause is the rank whose error is its own.
+    torchrun = report((0, 13), (1, 13)) if order == "raiser-first" else report((1, 13), (0, 13))
+    line = explain(torchrun, outputs(PEER_GONE, RAISED), None, current_case=CASE)
+    assert line == f"rank 1 exited with code 13 in case {CASE}: {RAISED}"
 
 
 def test_only_peer_gone_lines_still_say_something():
-    assert explain(PEER_GONE + "\n" + report((0, 3))) == PEER_GONE
+    assert explain(report((0, 13)), outputs(PEER_GONE), None) == f"rank 0: {PEER_GONE}"
+
+
+def test_torchrun_lines_on_the_console_are_no_rank_error():
+    console = "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n"
+    assert error_line(console + "ValueError: bad\n" + console) == "ValueError: bad"
+    # ours first, then pytest's INTERNALERROR, then a traceback's last line
+    assert error_line("INTERNALERROR> KeyError: 'x'\nE   AssertionError: y") == (
+        "INTERNALERROR> KeyError: 'x'"
+    )
+    assert error_line(f"{RAISED}\nINTERNALERROR> KeyError: 'x'") == RAISED
+    assert error_line("collected 4 items\n4 passed") == ""
 
 
 def test_failed_data_check_comes_first():
@@ -91,32 +130,36 @@ def test_failed_data_check_comes_first():
         "FAILED benchmarks/test_sync_paths.py::test_sync_path[a-case]\n"
         "FAILED benchmarks/test_sync_paths.py::test_sync_path[a-case]\n"
     )
-    line = explain(report((0, 1)), pytest_out, CASE)
+    line = explain(report((0, 1)), outputs(), None, pytest_out, CASE)
     assert line == "data check failed in case(s) a-case,b-case"
 
 
 def test_nothing_known():
-    assert explain("", current_case=CASE) == f"see the log above in case {CASE}"
-    assert explain("") == "see the log above"
+    assert explain("", {}, None, current_case=CASE) == f"see the log above in case {CASE}"
+    assert explain("", {}, None) == "see the log above"
 
 
 def test_command_reads_what_run_bench_kept(tmp_path: Path):
     job, run_dir = tmp_path / "job", tmp_path / "run"
-    (job / "logs" / "rdzv" / "attempt_0" / "1").mkdir(parents=True)
+    log_dir = job / "logs" / "rdzv" / "attempt_0" / "1"
+    log_dir.mkdir(parents=True)
+    (job / "finished").mkdir()
     run_dir.mkdir()
-    (job / "stderr").write_text(PEER_GONE + "\n" + report((0, 3), (1, -9)))
+    (job / "stderr").write_text(PEER_GONE + "\n" + report((0, 13), (1, -9)))
     (job / "stdout").write_text("")
+    (log_dir / "stderr.log").write_text("")
     (run_dir / "current_case").write_text(CASE + "\n")
     cmd = [sys.executable, "-m", "dpsync_bench.failure", str(job), str(run_dir)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    assert out.startswith(f"rank 1 exited with code -9 (SIGKILL) in case {CASE}; ")
+    assert out.startswith(f"rank 1 was killed by SIGKILL in case {CASE}; ")
     assert out.count("\n") == 1
     # a data check that failed on rank 1 is only in its redirected log
-    log = job / "logs" / "rdzv" / "attempt_0" / "1" / "stdout.log"
-    log.write_text(f"FAILED benchmarks/test_sync_paths.py::test_sync_path[{CASE}]\n")
+    (log_dir / "stdout.log").write_text(
+        f"FAILED benchmarks/test_sync_paths.py::test_sync_path[{CASE}]\n"
+    )
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert out == f"data check failed in case(s) {CASE}\n"
     # no run directory (the job died before making one), no logs (a 1-rank job has none)
     shutil.rmtree(job / "logs")
     out = subprocess.run(cmd[:-1] + [""], capture_output=True, text=True, check=True).stdout
-    assert out.startswith("rank 1 exited with code -9 (SIGKILL); ")
+    assert out.startswith("rank 1 was killed by SIGKILL; ")

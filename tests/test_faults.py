@@ -11,9 +11,11 @@ with DPSYNC_FAULT=KIND@RANK:ORDINAL (ORDINAL: 0-based index of the case the rank
   raise@1:1     rank 1 raises, case 2             timeout + 15 s
   sleep@1:2     rank 1 never arrives, case 3      timeout + 15 s
   exit@1:1      rank 1 os._exit(7), case 2        timeout + 15 s
+  exit0@1:1     rank 1 os._exit(0), case 2        timeout + 15 s
+  raise@1:start rank 1 raises at pytest start-up  (no case runs)
   corrupt@0:1   rank 0's gathered buffer damaged  (runs to the end)      --resume
 
-The six fault jobs run two at a time. For each: exit code not 0 and not 2, stderr's last
+The eight fault jobs run two at a time. For each: exit code not 0 and not 2, stderr's last
 line is `run_bench: job failed ...` naming the rank and the case, at most one
 `dpsync: rank` line per rank, no traceback from our code, no process left behind, every
 case finished before the fault on disk and valid, nothing after it, no partial (*.tmp)
@@ -85,7 +87,9 @@ FAULTS = {
     "raise@1:1": ("raise", 1, 1),
     "sleep@1:2": ("sleep", 1, 2),
     "exit@1:1": ("exit", 1, 1),
+    "exit0@1:1": ("exit0", 1, 1),
 }
+START_UP = "raise@1:start"  # rank 1 raises as pytest configures, before any case
 CORRUPT = "corrupt@0:1"
 
 
@@ -98,7 +102,7 @@ def fault_jobs(tmp_path_factory) -> dict[str, tuple[Job, Path]]:
         return spec, (job, out)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(one, [*FAULTS, CORRUPT]))
+        return dict(pool.map(one, [*FAULTS, CORRUPT, START_UP]))
 
 
 @pytest.fixture
@@ -157,7 +161,8 @@ def test_raising_rank_is_named_with_its_case(fault_job, spec):
     _, rank, ordinal = FAULTS[spec]
     want = f"dpsync: rank {rank}: case {CASE_IDS[ordinal]}: RuntimeError: injected fault"
     assert want in job.last_line, job.describe()
-    assert want in job.lines_starting("dpsync: rank")[0]
+    if rank == 0:  # the others' output is in their log files; the last line quotes it
+        assert want in job.lines_starting("dpsync: rank")[0]
 
 
 @pytest.mark.slow
@@ -171,7 +176,21 @@ def test_rank_that_never_arrives_times_out_with_the_case(fault_job):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", ["kill@1:2", "exit@1:1"])
+def test_rank_failing_at_start_up_is_named_with_its_error(fault_job):
+    # Issue 9: rank 1 failed on its own before any case; torchrun then stopped rank 0 with
+    # SIGTERM. The last line names rank 1 and quotes its exception, and nothing hangs.
+    job, out = fault_job(START_UP)
+    assert job.rc not in (None, 0, 2), job.describe()
+    assert not job.leftover
+    assert job.last_line.startswith("run_bench: job failed"), job.describe()
+    assert "rank 1 " in job.last_line, job.describe()
+    assert "RuntimeError: injected fault at start-up on rank 1" in job.last_line, job.describe()
+    assert "rank 0" not in job.last_line and "SIGTERM" not in job.last_line, job.describe()
+    assert run_dirs(out) == []  # no case ran, so no run directory was made
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["kill@1:2", "exit@1:1", "exit0@1:1"])
 def test_dead_rank_is_named_with_its_case(fault_job, spec):
     job, _ = fault_job(spec)
     _, rank, ordinal = FAULTS[spec]
