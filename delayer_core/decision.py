@@ -9,29 +9,44 @@ token_watermark_force_allow, running_batch, max_prefill_bs, waiting_queue_len.
 ``now`` is the caller's clock in seconds (monotonic); it only measures waits.
 
 Every input comes from the gathered rows, the previous state and the config, so all ranks
-that gathered the same rows reach the same outcome. Rules, in order:
+that gathered the same rows reach the same outcome. Below, ``max(x)`` is the maximum of
+column ``x`` over the gathered rows. Rules, in order:
 
 1. Classify the prefillable column: ``all`` ranks, ``none`` or ``mixed``.
 2. ``all`` or ``mixed`` with any ``token_watermark_force_allow`` -> allow, ``token_watermark``.
 3. ``none`` -> allow, reason ``""``.
 4. ``mixed`` -> delay (``delay``) while ``delayed_count < max_delay_passes - 1``, else allow
    with ``wait_timeout``.
-5. ``all`` -> allow (``wait_success`` if an episode was running, else ``no_wait``), unless the
-   slot condition (free slots ``max_running - max(running_batch) < max(max_prefill_bs)``) or
-   the queue condition (trigger on, some rank running,
-   ``0 < min(int(max_running * ratio), max(max_prefill_bs)) > max(waiting_queue_len)`` and the
-   episode younger than ``max_delay_ms``) holds: then delay (``delay_slots`` /
-   ``delay_queue``) under the same ``max_delay_passes`` cap as rule 4. The first time either
-   condition holds in a process it is skipped (``skip_first_delayer``), and the pass is allowed.
+5. ``all`` -> allow (``wait_success`` if an episode was running, else ``no_wait``), unless
+   - the slot condition holds: ``max_running - max(running_batch) < max(max_prefill_bs)``
+     (reason ``delay_slots``), or
+   - the queue condition holds (reason ``delay_queue``): the trigger is on
+     (``queue_min_ratio`` set), ``max(running_batch) > 0``, and with
+     ``threshold = min(int(max(running_batch) * queue_min_ratio), max(max_prefill_bs))``
+     (the float product truncated by ``int()``), ``threshold > 0`` and
+     ``max(waiting_queue_len) < threshold``; it is switched off once a running episode is
+     ``max_delay_ms`` old or older (``(now - episode_start) * 1000 >= max_delay_ms``; a pass
+     that starts an episode is never too old).
+   Then the pass is delayed under the same ``max_delay_passes`` cap as rule 4, except that
+   the first time either condition holds in a process it is skipped
+   (``skip_first_delayer``) and the pass is allowed. (SGLang's 5-field delayer leaves these
+   delays uncapped; its later versions cap them like rule 4, as this module does.)
 
-Without DP attention, ``max_running`` is ``max_running_requests`` divided among the DP
-replicas, rounded up. Every allow ends the running episode; the outcome then carries the
-passes and seconds it waited.
+``max_running`` is ``max_running_requests``; without DP attention it is divided among the
+DP replicas, rounded up (``(max_running_requests + dp_size - 1) // dp_size``). Every allow
+ends the running episode; the outcome then carries the passes and seconds it waited.
+
+:class:`DelayerConfig` rejects only what SGLang cannot run with: a non-integer count, a
+``dp_size`` below 1 (upstream divides by it) and a non-finite ``queue_min_ratio`` (upstream's
+``int()`` of the product raises). Other values are accepted and decided as upstream does: a
+``queue_min_ratio`` <= 0 never triggers, ``max_delay_passes`` <= 1 never delays, and
+``max_delay_ms=None`` means 5000 ms.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Optional, Union
@@ -58,6 +73,14 @@ REASONS = (
 )
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class DelayerConfig:
     max_delay_passes: int = 30
@@ -65,30 +88,32 @@ class DelayerConfig:
     dp_size: int = 1
     enable_dp_attention: bool = True
     queue_min_ratio: Optional[float] = None  # None: queue trigger off
-    max_delay_ms: float = 5000.0
+    max_delay_ms: Optional[float] = 5000.0  # None: 5000 ms, as upstream
     token_usage_low_watermark: Optional[float] = None  # used locally, not by decide()
 
     def __post_init__(self) -> None:
-        if self.max_delay_passes < 1:
-            raise ValueError(f"max_delay_passes must be >= 1, got {self.max_delay_passes}")
+        for name in ("max_delay_passes", "max_running_requests", "dp_size"):
+            value = getattr(self, name)
+            if not _is_int(value):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
         if self.dp_size < 1:
             raise ValueError(f"dp_size must be >= 1, got {self.dp_size}")
-        if self.max_running_requests < 1:
-            raise ValueError("max_running_requests must be >= 1")
-        if self.queue_min_ratio is not None and not 0 < self.queue_min_ratio <= 1:
-            raise ValueError(f"queue_min_ratio must be in (0, 1], got {self.queue_min_ratio}")
-        if not self.max_delay_ms > 0:  # written so that NaN is refused too
-            raise ValueError(f"max_delay_ms must be > 0, got {self.max_delay_ms}")
-        watermark = self.token_usage_low_watermark
-        if watermark is not None and not 0 <= watermark <= 1:
-            raise ValueError(f"token_usage_low_watermark must be in [0, 1], got {watermark}")
+        ratio = self.queue_min_ratio
+        if ratio is not None and not (_is_real(ratio) and math.isfinite(ratio)):
+            raise ValueError(f"queue_min_ratio must be a finite number or None, got {ratio!r}")
+        for name in ("max_delay_ms", "token_usage_low_watermark"):
+            value = getattr(self, name)
+            if value is not None and not _is_real(value):
+                raise ValueError(f"{name} must be a number or None, got {value!r}")
+        if self.max_delay_ms is None:
+            object.__setattr__(self, "max_delay_ms", 5000.0)
 
     @property
     def max_running(self) -> int:
-        """Running-request limit one row is compared against."""
+        """Running-request limit one row is compared against (per DP replica)."""
         if self.enable_dp_attention:
             return self.max_running_requests
-        return math.ceil(self.max_running_requests / self.dp_size)
+        return (self.max_running_requests + self.dp_size - 1) // self.dp_size
 
 
 @dataclass(frozen=True)
@@ -181,16 +206,17 @@ def _all_prefillable_delay_condition(
     state: DelayerState, summary: GatherSummary, config: DelayerConfig, now: float
 ) -> Optional[str]:
     """Reason to hold back a prefill every rank could start, or None."""
-    max_running = config.max_running
-    if max_running - summary.running_batch_max < summary.max_prefill_bs_max:
+    running = summary.running_batch_max
+    if config.max_running - running < summary.max_prefill_bs_max:
         return "delay_slots"
-    if config.queue_min_ratio is not None and summary.running_batch_max > 0:
-        threshold = min(int(max_running * config.queue_min_ratio), summary.max_prefill_bs_max)
-        started = state.episode_start if state.in_episode else now
-        young = (now - started) * 1000.0 < config.max_delay_ms
-        if threshold > 0 and threshold > summary.waiting_queue_max and young:
-            return "delay_queue"
-    return None
+    if config.queue_min_ratio is None or running <= 0:
+        return None
+    threshold = min(int(running * config.queue_min_ratio), summary.max_prefill_bs_max)
+    if threshold <= 0 or summary.waiting_queue_max >= threshold:
+        return None
+    if state.in_episode and (now - state.episode_start) * 1000.0 >= config.max_delay_ms:
+        return None  # the episode has waited max_delay_ms: the queue trigger lets go
+    return "delay_queue"
 
 
 def _delay_or_timeout(
