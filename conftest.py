@@ -21,7 +21,7 @@ JOB_DIR = os.environ.get("DPSYNC_JOB_DIR")
 
 
 def pytest_addoption(parser):
-    from dpsync_bench.session import OPTION_SPECS
+    from dpsync_bench.measure.runner import OPTION_SPECS
 
     group = parser.getgroup("dpsync", "dpsync-bench sweep")
     for name, kind, default, help_text in OPTION_SPECS:
@@ -30,11 +30,11 @@ def pytest_addoption(parser):
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads its options (trylast)
 def pytest_configure(config):
-    import dpsync_bench.dist as dist_mod
+    import dpsync_bench.measure.console as console_mod
 
     capman = config.pluginmanager.getplugin("capturemanager")
     if capman is not None:  # errors and progress must reach the console mid-test
-        dist_mod.console_unlocked = capman.global_and_fixture_disabled
+        console_mod.console_unlocked = capman.global_and_fixture_disabled
     if RANK != 0:
         # One writer: rank 0. Only the option values are dropped, whatever their type (an
         # open file before pytest-benchmark 5.3, a path since), so nothing else writes the
@@ -45,7 +45,7 @@ def pytest_configure(config):
         if getattr(config.option, "benchmark_autosave", False):
             config.option.benchmark_autosave = False
         config.option.verbose = -2  # run_bench.sh also sends their output to a log
-    from dpsync_bench.session import fault_at_start_up
+    from dpsync_bench.measure.faults import fault_at_start_up
 
     fault_at_start_up(RANK)
 
@@ -65,8 +65,11 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
             bench.pop("data", None)
 
 
+RUNNER = pytest.StashKey()  # the session's SweepRunner, for the hooks below
+
+
 def _options(config):
-    from dpsync_bench.session import options_from
+    from dpsync_bench.measure.runner import options_from
 
     return options_from(lambda name: config.getoption(f"--dpsync-{name}"))
 
@@ -75,9 +78,9 @@ def pytest_generate_tests(metafunc):
     if "dpsync_case" not in metafunc.fixturenames:
         return
     from dpsync_bench.cases import UsageError
-    from dpsync_bench.dist import fail
     from dpsync_bench.exit_codes import EXIT_USAGE
-    from dpsync_bench.session import plan
+    from dpsync_bench.measure.console import fail
+    from dpsync_bench.measure.runner import plan
 
     try:
         cases = plan(_options(metafunc.config))
@@ -88,27 +91,27 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def dpsync_runner(request):
-    from dpsync_bench.session import SweepRunner
+    from dpsync_bench.measure.runner import SweepRunner
 
     runner = SweepRunner(_options(request.config)).start()
-    request.config._dpsync_runner = runner
+    request.config.stash[RUNNER] = runner
     yield runner
     runner.finish(ok=request.session.testsfailed == 0)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    runner = getattr(config, "_dpsync_runner", None)
+    runner = config.stash.get(RUNNER, None)
     if runner is not None and runner.machine is not None:
-        machine_info["dpsync"] = {"machine_kind": runner.session.machine_kind, **runner.machine}
+        machine_info["dpsync"] = {"machine_kind": runner.machine_kind, **runner.machine}
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    runner = getattr(config, "_dpsync_runner", None)
+    runner = config.stash.get(RUNNER, None)
     if runner is None or RANK != 0 or not runner.results:
         return
-    from dpsync_bench.report import stability, summary_table
+    from dpsync_bench.report.tables import stability, summary_table
 
-    terminalreporter.write_sep("=", "dpsync-bench summary (per-iteration max across ranks, us)")
+    terminalreporter.write_sep("=", "dpsync-bench summary (per-pass max over ranks, us)")
     terminalreporter.write_line(summary_table(list(runner.results.values())))
     for line in stability(list(runner.results.values())):
         terminalreporter.write_line(line)

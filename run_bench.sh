@@ -7,8 +7,9 @@
 #                   --forward-iters, --warmup, --repeat, --variants, --preset,
 #                   --machine-kind, --timeout]   (python3 -m dpsync_bench check --help)
 #
-# No GPU: gloo on the CPU with 2 ranks. One GPU: every path at 1 rank (NCCL needs a GPU per
-# rank), then gloo_cpu at 2 ranks. >= 2 GPUs: every path, one rank per GPU.
+# One run directory holds the whole sweep. No GPU: the host paths (gloo_cpu, shm_cpu,
+# hierarchical) at 2 ranks. With N GPUs: every path at N ranks (one per GPU), then the host
+# paths at 2, 4 and 8 ranks beyond N where the cores allow.
 # Exit codes: 0 ok, 2 bad input (one line), other: the job failed (finished cases are kept).
 set -uo pipefail
 cd "$(dirname "$0")" || exit 2
@@ -20,7 +21,7 @@ export DPSYNC_COMMAND="./run_bench.sh${*:+ $*}"  # recorded in run.json as the c
 
 die() { echo "run_bench: $*" >&2; exit 2; }
 
-nproc="" nnodes=1 endpoint="" rdzv_id="dpsync" out="" resume="" report=1
+nproc="" run_dir="" nnodes=1 endpoint="" rdzv_id="dpsync" out="" resume="" report=1
 sweep=()
 while (($#)); do
   case "$1" in
@@ -74,24 +75,24 @@ run_job() {  # run_job NPROC [extra sweep options...]
     launch+=(--standalone)
   fi
   local pyopts=("--dpsync-${target[0]#--}" "${target[1]}")
+  local world=$((n * nnodes))
   local i
   for ((i = 0; i < ${#opts[@]}; i += 2)); do pyopts+=("--dpsync-${opts[i]#--}" "${opts[i+1]}"); done
   echo "run_bench: torchrun ${launch[*]} -m pytest benchmarks/ ${pyopts[*]}" >&2
   DPSYNC_RUN_DIR_FILE=$note DPSYNC_JOB_DIR=$tmp "$PY" -m torch.distributed.run "${launch[@]}" -m pytest benchmarks/ \
-    -q -p no:cacheprovider --benchmark-json "$tmp/pytest-benchmark.json" \
+    -q -p no:cacheprovider --benchmark-json "$tmp/pytest-benchmark-w$world.json" \
     "${pyopts[@]}" > >(tee "$tmp/stdout") 2> >(tee "$tmp/stderr" >&2)
   local rc=$?
   wait  # for tee
-  local run_dir; run_dir=$(head -n 1 "$note" 2>/dev/null)
+  local got; got=$(head -n 1 "$note" 2>/dev/null)
+  [[ -n $got ]] && run_dir=$got
   rm -f "$note"
   if [[ -n $run_dir && -d $run_dir ]]; then
-    [[ -s $tmp/pytest-benchmark.json ]] && mv "$tmp/pytest-benchmark.json" "$run_dir/"
-    if ((report)); then
-      "$PY" -m dpsync_bench report "$run_dir" --plots || echo "run_bench: report failed" >&2
-    fi
-    echo "run_bench: results in $run_dir" >&2
+    [[ -s $tmp/pytest-benchmark-w$world.json ]] && mv "$tmp/pytest-benchmark-w$world.json" "$run_dir/"
+    target=(--resume "$run_dir")  # the sweep's later jobs add to the same run
   fi
   if ((rc != 0)); then
+    [[ -n $run_dir ]] && echo "run_bench: results so far in $run_dir" >&2
     # torchrun's own failure report is long; end with one line that says what broke.
     echo "run_bench: job failed (torchrun exit $rc): $(why_failed "$tmp" "$run_dir")" >&2
     rm -rf "$tmp"
@@ -102,11 +103,18 @@ run_job() {  # run_job NPROC [extra sweep options...]
 
 if [[ -n $nproc ]]; then
   run_job "$nproc"
-elif ((gpus >= 2)); then
+elif ((gpus >= 1)); then
   run_job "$gpus"
-elif ((gpus == 1)); then
-  run_job 1
-  [[ -z $resume ]] && run_job 2 --paths gloo_cpu --forward-ms 0
+  cores=$(nproc)
+  for w in 2 4 8; do
+    ((w > gpus && w <= cores)) && run_job "$w" --paths gloo_cpu,shm_cpu,hierarchical --forward-ms 0
+  done
 else
   run_job 2
+fi
+if [[ -n $run_dir ]]; then
+  if ((report)); then
+    "$PY" -m dpsync_bench report "$run_dir" --plots || echo "run_bench: report failed" >&2
+  fi
+  echo "run_bench: results in $run_dir" >&2
 fi

@@ -14,6 +14,7 @@ from .decision import (
     Outcome,
     decide,
 )
+from .shape import GatherShape
 
 __all__ = [
     "FIELDS",
@@ -43,8 +44,7 @@ _LAZY = {
     "PrefillDelayer": "delayer",
     "PassExecutor": "delayer",
     "LocalInfo": "delayer",
-    "SyncPath": "paths",
-    "GatherShape": "paths",
+    "SyncPath": "paths.base",
     "PATHS": "paths",
     "path_class": "paths",
     "select_path": "selection",

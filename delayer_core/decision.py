@@ -129,14 +129,18 @@ class DelayerState:
 
 @dataclass(frozen=True)
 class GatherSummary:
-    """The reductions of the TP0 rows that the decision reads (what upstream `.item()`s)."""
+    """The reductions of the TP0 rows that the decision reads (what upstream `.item()`s).
+
+    Upstream reads lazily: the prefillable maximum only when the minimum is 0, the last three
+    only when every rank is prefillable and none forces; a field not read is None, and
+    `decide` never needs it then."""
 
     prefillable_min: int
-    prefillable_max: int
+    prefillable_max: Optional[int]
     force_allow_max: int
-    running_batch_max: int
-    max_prefill_bs_max: int
-    waiting_queue_max: int
+    running_batch_max: Optional[int]
+    max_prefill_bs_max: Optional[int]
+    waiting_queue_max: Optional[int]
 
     @classmethod
     def from_rows(cls, rows: Sequence[Sequence[int]]) -> GatherSummary:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .decision import DelayerConfig, DelayerState, Outcome, decide
-from .paths import SyncPath
+from .paths.base import SyncPath
 
 logger = logging.getLogger("delayer_core")
 

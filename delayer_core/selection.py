@@ -8,7 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
-from .paths import GatherShape, GlooCpu, NcclDevice, SyncPath
+from .paths.base import SyncPath
+from .paths.gloo_cpu import GlooCpu
+from .paths.nccl_device import NcclDevice
+from .shape import GatherShape
 
 logger = logging.getLogger("delayer_core")
 

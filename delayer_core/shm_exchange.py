@@ -174,6 +174,7 @@ class ShmExchange:
             self._wbufs.append(tuple(pair))
             self._rbufs.append(tuple(ro))
         self._waits: dict = {}  # slots tuple -> C arrays (kept alive) and their addresses
+        self._stacked: dict = {}  # (count, parity) -> a view over the slots' payloads
         self._why = ctypes.c_int(0)
         self._why_addr = ctypes.addressof(self._why)
 
@@ -283,10 +284,30 @@ class ShmExchange:
         this rank's next publish."""
         return self._rbufs[slot][seq & 1]
 
+    def stacked(self, seq: int, count: Optional[int] = None) -> np.ndarray:
+        """Read-only (count, n) view of pass ``seq``'s payloads of the first ``count`` slots
+        (default: all), which must share one length n (their regions are then evenly
+        spaced): one view for a reader of every row, made once per parity (as_strided is
+        slow; a pass must not pay for it)."""
+        key = (count or len(self.payload_lens), seq & 1)
+        view = self._stacked.get(key)
+        if view is None:
+            lens = self.payload_lens[: key[0]]
+            if len(set(lens)) != 1:
+                raise ShmError("stacked() needs slots of one payload length")
+            offs = _layout(self.payload_lens)[0]
+            stride = offs[1] - offs[0] if len(lens) > 1 else 0
+            first = self._rbufs[0][key[1]]
+            view = np.lib.stride_tricks.as_strided(first, (len(lens), lens[0]), (stride, 8))
+            view.flags.writeable = False
+            self._stacked[key] = view
+        return view
+
     def close(self) -> None:
         if isinstance(self._lib, _Closed):
             return
         self._lib, self._waits, self._wbufs, self._rbufs = _Closed(), {}, None, None
+        self._stacked = {}
         if self._fd is not None:
             os.close(self._fd)
         with contextlib.suppress(BufferError):  # a caller holds a payload view: unmapped later

@@ -10,12 +10,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-from delayer_core.paths import GatherShape
+from delayer_core.paths import PATHS, path_names
+from delayer_core.shape import GatherShape
 
-PATH_NAMES = ("gloo_cpu", "nccl_device", "nccl_device_one_copy", "nccl_side_stream", "gloo_cuda")
-NCCL_PATHS = frozenset(p for p in PATH_NAMES if p.startswith("nccl"))
-CUDA_PATHS = frozenset(p for p in PATH_NAMES if p != "gloo_cpu")
-CADENCES = ("isolated", "streaming")
+CADENCES = ("isolated", "streaming", "busy")  # busy: forwards back to back
 GRANULARITIES = {"coarse": 1.0, "fine": 0.15}  # ms per forward kernel
 PRIORITIES = ("default", "high")
 PRESETS = ("cpu", "gpu", "smoke")
@@ -33,7 +31,8 @@ class Case:
     cadence: str = "isolated"
     barrier: bool = True  # schedule stream waits on the forward (upstream's WAR barrier)
     granularity: str = "coarse"
-    priority: str = "default"  # of the dedicated stream (nccl_side_stream)
+    priority: str = "default"  # of the path's own stream (side stream, graph)
+    phase: str = "random"  # where in the forward a pass starts: "random" or a fraction
     iters: int = 1000
     warmup: int = 100
     repeat: int = 0
@@ -45,7 +44,9 @@ class Case:
         if self.forward_ms:
             parts.append("barrier" if self.barrier else "nobarrier")
             parts.append(self.granularity)
-        if self.path == "nccl_side_stream":
+            if self.phase != "random":
+                parts.append(f"phase{self.phase}")
+        if self.priority != "default":
             parts.append(f"prio-{self.priority}")
         parts.append(f"r{self.repeat}")
         return "-".join(parts)
@@ -57,7 +58,7 @@ class Case:
 
     @property
     def needs_cuda(self) -> bool:
-        return self.path in CUDA_PATHS or self.forward_ms > 0
+        return PATHS[self.path].cuda or self.forward_ms > 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,8 +73,8 @@ class Case:
 
 
 def validate_case(case: Case) -> Case:
-    if case.path not in PATH_NAMES:
-        raise UsageError(f"unknown path {case.path!r}; known: {', '.join(PATH_NAMES)}")
+    if case.path not in PATHS:
+        raise UsageError(f"unknown path {case.path!r}; known: {', '.join(PATHS)}")
     try:
         GatherShape.parse(case.shape)
     except ValueError as e:
@@ -90,6 +91,19 @@ def validate_case(case: Case) -> Case:
         raise UsageError(f"warmup must be a non-negative integer, got {case.warmup!r}")
     if not (case.forward_ms >= 0 and case.forward_ms < 10_000):
         raise UsageError(f"forward duration must be in [0, 10000) ms, got {case.forward_ms!r}")
+    if case.cadence == "busy" and not case.forward_ms:
+        raise UsageError("the busy cadence runs forwards back to back: give a forward > 0 ms")
+    if case.cadence == "streaming" and case.forward_ms:
+        raise UsageError("a forward runs in the isolated or busy cadence, not streaming")
+    if case.phase != "random":
+        try:
+            fraction = float(case.phase)
+        except ValueError:
+            fraction = -1.0
+        if not 0 <= fraction < 1:
+            raise UsageError(f"phase must be 'random' or a fraction in [0, 1), got {case.phase!r}")
+    if case.priority != "default" and case.path not in ("nccl_side_stream", "nccl_graph"):
+        raise UsageError(f"{case.path} has no stream of its own to give a priority")
     return case
 
 
@@ -102,63 +116,59 @@ class Sweep:
     shapes: list[str] = field(default_factory=list)
     forward_ms: list[float] = field(default_factory=list)
     cadences: list[str] = field(default_factory=list)
-    variants: bool | None = None  # no-barrier / fine-grained / high-priority extras
+    variants: bool | None = None  # no-barrier / fine-kernel / high-priority extras
     iters: int | None = None
     forward_iters: int | None = None
     warmup: int | None = None
     repeat: int = 1
 
-    def resolved(self, world_size: int, cuda: bool) -> Sweep:
-        """Fill unset fields from the preset ("auto": gpu with CUDA, else cpu)."""
-        preset = self.preset if self.preset != "auto" else ("gpu" if cuda else "cpu")
+    def resolved(self, world_size: int, gpus: int, local_world: int = 1) -> Sweep:
+        """Fill unset fields from the preset ("auto": gpu with a GPU, else cpu)."""
+        preset = self.preset if self.preset != "auto" else ("gpu" if gpus else "cpu")
         if preset not in PRESETS:
             raise UsageError(f"unknown preset {preset!r}; known: auto, {', '.join(PRESETS)}")
         d = _PRESET_DEFAULTS[preset]
-        shapes = self.shapes or default_shapes(world_size)
-        paths = self.paths or list(d["paths"])
-        if not cuda and not self.paths:
-            paths = ["gloo_cpu"]
+        paths = self.paths or [p for p in d["paths"] if runs_here(p, world_size, gpus, local_world)]
+        forward = self.forward_ms or (list(d["forward_ms"]) if gpus else [0.0])
         return Sweep(
             preset=preset,
             paths=paths,
-            shapes=shapes,
-            forward_ms=self.forward_ms or list(d["forward_ms"] if cuda else [0.0]),
-            cadences=self.cadences or list(d["cadences"]),
-            variants=d["variants"] and cuda if self.variants is None else self.variants,
+            shapes=self.shapes or default_shapes(world_size),
+            forward_ms=forward,
+            cadences=self.cadences or list(CADENCES),
+            variants=d["variants"] and gpus > 0 if self.variants is None else self.variants,
             iters=self.iters if self.iters is not None else d["iters"],
-            forward_iters=self.forward_iters
-            if self.forward_iters is not None
-            else (self.iters if self.iters is not None else d["forward_iters"]),
+            forward_iters=_first(self.forward_iters, self.iters, d["forward_iters"]),
             warmup=self.warmup if self.warmup is not None else d["warmup"],
             repeat=self.repeat,
         )
 
-    def cases(self, world_size: int, cuda: bool) -> list[Case]:
-        s = self.resolved(world_size, cuda)
+    def cases(self, world_size: int, gpus: int, local_world: int = 1) -> list[Case]:
+        s = self.resolved(world_size, gpus, local_world)
         if s.repeat < 1:
             raise UsageError(f"repeat must be >= 1, got {s.repeat}")
         for ms in s.forward_ms:
             if not 0 <= ms < 10_000:  # NaN fails too
                 raise UsageError(f"forward durations must be in [0, 10000) ms, got {ms!r}")
+        for cadence in s.cadences:
+            if cadence not in CADENCES:
+                raise UsageError(f"unknown cadence {cadence!r}; known: {', '.join(CADENCES)}")
         base: list[Case] = []
+        fwd_warmup = min(s.warmup, s.forward_iters)
         for path in s.paths:
             for shape in s.shapes:
-                for cadence in s.cadences:
+                for cadence in (c for c in s.cadences if c != "busy"):
                     base.append(Case(path, shape, 0.0, cadence, iters=s.iters, warmup=s.warmup))
-            # A forward in flight: the realistic cadence (a pass right after a launch) and
-            # the DP-attention shape (one row per DP replica) only, to keep the sweep short.
+            # Behind a forward: the DP-attention shape (one row per DP replica) only, in the
+            # isolated and the busy cadence, to keep the sweep short.
             for ms in (m for m in s.forward_ms if m > 0):
-                base.append(
-                    Case(
-                        path,
-                        s.shapes[0],
-                        ms,
-                        "isolated",
-                        iters=s.forward_iters,
-                        warmup=min(s.warmup, s.forward_iters),
+                for cadence in (c for c in s.cadences if c != "streaming"):
+                    base.append(
+                        Case(
+                            path, s.shapes[0], ms, cadence, iters=s.forward_iters, warmup=fwd_warmup
+                        )  # fmt: skip
                     )
-                )
-            if s.variants and any(m > 0 for m in s.forward_ms) and path in NCCL_PATHS:
+            if s.variants and any(m > 0 for m in s.forward_ms) and PATHS[path].group == "nccl":
                 base.extend(_variants(path, s))
         cases = [
             validate_case(Case(**{**c.to_dict(), "repeat": r}))
@@ -171,20 +181,35 @@ class Sweep:
         return cases
 
 
+def _first(*values):
+    return next(v for v in values if v is not None)
+
+
+def runs_here(path: str, world_size: int, gpus: int, local_world: int) -> bool:
+    """Whether a preset includes the path on this job: a GPU for CUDA paths, one GPU per
+    rank for NCCL, two ranks or more for the hierarchical one (a leader of itself)."""
+    p = PATHS[path]
+    if p.cuda and not gpus:
+        return False
+    if p.gpu_per_rank and local_world > gpus:
+        return False
+    return path != "hierarchical" or world_size > 1
+
+
 def _variants(path: str, s: Sweep) -> list[Case]:
     """Behind a mid-size forward: without the WAR barrier, fine kernels, a high-priority
     stream: what changes what a path pays behind a forward."""
-    ms = sorted(m for m in s.forward_ms if m > 0)[len([m for m in s.forward_ms if m > 0]) // 2]
+    positive = sorted(m for m in s.forward_ms if m > 0)
     common = dict(
         path=path,
         shape=s.shapes[0],
-        forward_ms=ms,
+        forward_ms=positive[len(positive) // 2],
         cadence="isolated",
         iters=s.forward_iters,
         warmup=min(s.warmup, s.forward_iters),
     )
     out = [Case(**common, barrier=False), Case(**common, granularity="fine")]
-    if path == "nccl_side_stream":
+    if path in ("nccl_side_stream", "nccl_graph"):
         out += [
             Case(**common, priority="high"),
             Case(**common, granularity="fine", priority="high"),
@@ -194,27 +219,24 @@ def _variants(path: str, s: Sweep) -> list[Case]:
 
 _PRESET_DEFAULTS = {
     "cpu": dict(
-        paths=["gloo_cpu"],
+        paths=path_names(cuda=False),
         forward_ms=[0.0],
-        cadences=list(CADENCES),
         variants=False,
-        iters=1000,
-        forward_iters=1000,
+        iters=500,
+        forward_iters=200,
         warmup=100,
     ),
     "gpu": dict(
-        paths=list(PATH_NAMES),
+        paths=list(PATHS),
         forward_ms=[0.0, 1.0, 5.0, 20.0],
-        cadences=list(CADENCES),
         variants=True,
         iters=1000,
-        forward_iters=1000,
+        forward_iters=200,
         warmup=100,
     ),
     "smoke": dict(
         paths=["gloo_cpu"],
         forward_ms=[0.0],
-        cadences=list(CADENCES),
         variants=False,
         iters=50,
         forward_iters=20,
@@ -245,7 +267,7 @@ def check_environment(
         what = sorted({c.path for c in cases if c.needs_cuda})
         if cuda_devices == 0:
             raise UsageError(f"{', '.join(what)} (or a forward) need CUDA; no GPU is visible")
-        if any(c.path in NCCL_PATHS for c in cases) and local_world_size > cuda_devices:
+        if any(PATHS[c.path].gpu_per_rank for c in cases) and local_world_size > cuda_devices:
             raise UsageError(
                 f"NCCL needs one GPU per rank: {local_world_size} ranks on this node, "
                 f"{cuda_devices} GPU(s)"

@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_sweep_options(p: argparse.ArgumentParser) -> None:
-    from .session import OPTION_SPECS
+    from .measure.runner import OPTION_SPECS
 
     for name, kind, default, help_text in OPTION_SPECS:
         p.add_argument(f"--{name}", type=kind, default=default, help=help_text)
@@ -33,7 +33,7 @@ def cmd_check(args) -> int:
     """Validate a sweep for this node before torchrun starts; print the case count."""
     import os
 
-    from .session import options_from, plan
+    from .measure.runner import options_from, plan
 
     if args.nproc is not None:
         if args.nproc < 1 or args.nnodes < 1:
@@ -48,7 +48,7 @@ def cmd_check(args) -> int:
 
 def cmd_report(args) -> int:
     """Summary table (and plots, where the plotting module is there) of run directories."""
-    from .report import pivot_table, stability, summary_table
+    from .report.tables import pivot_table, stability, summary_table
     from .results import load_run
 
     everything = []
@@ -63,7 +63,7 @@ def cmd_report(args) -> int:
         for line in stability(cases):
             print(line)
         if args.plots:
-            from .plots import write_run_plots
+            from .report.plots import write_run_plots
 
             for path in write_run_plots(run, Path(run_dir) / "plots"):
                 print(f"plot: {path}")
@@ -87,8 +87,8 @@ def _fraction(text: str) -> float:
 
 def cmd_plot(args) -> int:
     """Figures (PNG and SVG) of run directories or case files of one machine."""
-    from .compare import load_results
-    from .plots import write_run_plots
+    from .report.gate import load_results
+    from .report.plots import write_run_plots
 
     run = load_results(args.paths)
     out = args.out
@@ -105,8 +105,8 @@ def cmd_export(args) -> int:
     """Case results as github-action-benchmark (gab) or Bencher (bmf) JSON."""
     import json
 
-    from .compare import load_results
-    from .export import export
+    from .report.export import export
+    from .report.gate import load_results
     from .results import atomic_write_json
 
     data = export(load_results(args.runs), args.format)
@@ -123,7 +123,7 @@ def cmd_export(args) -> int:
 
 def cmd_compare(args) -> int:
     """Regression gate: a run against baseline runs or its history; exit 1 on a regression."""
-    from .compare import Gate, gate_run
+    from .report.gate import Gate, gate_run
 
     gate = Gate(args.p50_threshold, args.p99_threshold, args.alpha, args.alternative)
     verdicts, notes = gate_run(
@@ -144,7 +144,7 @@ def cmd_compare(args) -> int:
 
 def cmd_dashboard(args) -> int:
     """Static HTML page of a results root: latest run per machine, figures, trends."""
-    from .dashboard import build
+    from .report.dashboard import build
 
     if args.history < 1:
         raise UsageError(f"--history must be >= 1, got {args.history}")
@@ -153,7 +153,7 @@ def cmd_dashboard(args) -> int:
 
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
-    from .compare import ALTERNATIVES, DEFAULT_HISTORY, Gate
+    from .report.gate import ALTERNATIVES, DEFAULT_HISTORY, Gate
 
     d = Gate()
     p.add_argument("run", help="the run directory to judge (give it first)")
@@ -179,7 +179,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 
 def _dashboard_args(p: argparse.ArgumentParser) -> None:
-    from .dashboard import DEFAULT_TRENDS
+    from .report.dashboard import DEFAULT_TRENDS
 
     p.add_argument("--results", default="results", help="results root")
     p.add_argument("--out", default=None, help="default: RESULTS/dashboard")

@@ -1,16 +1,18 @@
-"""Results on disk: one directory per run, one JSON file per finished case.
+"""The results on disk: what measuring writes and reporting reads (numpy; no torch).
 
-Layout (documented in results/README.md)::
+One directory per run (a whole sweep, every job and world size of it)::
 
-    results/
-      index.json                          runs known, newest last
-      <machine_kind>_<YYYYmmddTHHMMSSZ>/  one run, never overwritten
-        run.json                          machine, versions, sweep, command, status
-        cases/<case_id>.json              one finished case each, written atomically
-        pytest-benchmark.json             pytest-benchmark's own file (rank 0)
-        summary.md, plots/                 the report
+    <machine_kind>_<YYYYmmddTHHMMSSZ>/
+      run.json                  schema run/2: machine, versions, code, command, jobs, status
+      cases/<case_id>.json      schema case/2: one finished case's summary (statistics,
+                                checks, cadence, forward, device time), small
+      samples/<case_id>.npz     its raw samples: integer ns, one (ranks, passes) array per
+                                figure, compressed; optional (a published run may drop them)
+      pytest-benchmark-w<N>.json  pytest-benchmark's file of the job at world size N (stats)
 
-Every write is write-to-temp, fsync, rename: a crash leaves whole files or none.
+Every write is temp file, fsync, rename: a crash leaves whole files or none. Files of the
+first schema (case/1, run/1) are refused with one line: they predate the measurement fixes
+whose figures they would be compared with.
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ import tempfile
 import time
 from pathlib import Path
 
-RUN_SCHEMA = "dpsync-bench/run/1"
-CASE_SCHEMA = "dpsync-bench/case/1"
-INDEX_SCHEMA = "dpsync-bench/index/1"
-STAT_KEYS = ("p50", "p90", "p99", "max", "min", "mean", "stdev", "n")
+import numpy as np
+
+from .stats import STAT_KEYS
+
+RUN_SCHEMA = "dpsync-bench/run/2"
+CASE_SCHEMA = "dpsync-bench/case/2"
+# Per-pass figures, each a (ranks, passes) int64 array in ns; the first five add up per pass.
+PARTS = ("row", "collective", "stall", "decide")
+FIGURES = ("pass", *PARTS, "start", "arrive", "idle_gap", "phase", "remaining", "exposed")
 _SAFE = re.compile(r"[A-Za-z0-9._-]+")  # used with fullmatch: no trailing newline
 
 
@@ -36,6 +43,7 @@ class ResultsError(ValueError):
     """A missing, corrupt or foreign results file: one line, exit code 2."""
 
 
+# ---- writing ---------------------------------------------------------------------------
 def write_atomic(path: Path, write) -> Path:
     """Temp file, fsync, rename (then fsync the directory): a reader or a crash sees the old
     file or the new one, never half. `write` gets the open binary file."""
@@ -78,8 +86,6 @@ def create_run_dir(root: Path, machine_kind: str) -> Path:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ResultsError(f"cannot create results directory {root}: {e.strerror}") from None
-    if not os.access(root, os.W_OK):
-        raise ResultsError(f"results directory {root} is not writable")
     base = f"{machine_kind}_{utc_stamp()}"
     for n in range(1000):
         run = root / (base if n == 0 else f"{base}-{n}")
@@ -90,13 +96,14 @@ def create_run_dir(root: Path, machine_kind: str) -> Path:
         except OSError as e:
             raise ResultsError(f"cannot create {run}: {e.strerror}") from None
         (run / "cases").mkdir()
+        (run / "samples").mkdir()
         return run
     raise ResultsError(f"no free run directory under {root} for {base}")
 
 
 @contextlib.contextmanager
 def locked(run_dir: Path):
-    """Hold the run directory exclusively (a resumed run and a new one can't interleave)."""
+    """Hold the run directory exclusively (two jobs can't write one run at once)."""
     fd = os.open(Path(run_dir) / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
@@ -114,13 +121,23 @@ def case_path(run_dir: Path, case_id: str) -> Path:
     return Path(run_dir) / "cases" / f"{case_id}.json"
 
 
-def write_case(run_dir: Path, result: dict) -> Path:
-    validate_case_result(result, "result")
-    path = case_path(run_dir, result["case_id"])
-    atomic_write_json(path, result)
+def samples_path(run_dir: Path, case_id: str) -> Path:
+    return case_path(run_dir, case_id).parent.parent / "samples" / f"{case_id}.npz"
+
+
+def write_case(run_dir: Path, summary: dict, samples: dict[str, np.ndarray]) -> Path:
+    """The samples first, then the summary: a summary on disk always has its samples."""
+    validate_case(summary, "result")
+    arrays = {name: np.asarray(a, dtype=np.int64) for name, a in samples.items()}
+    target = samples_path(run_dir, summary["case_id"])
+    target.parent.mkdir(exist_ok=True)
+    write_atomic(target, lambda f: np.savez_compressed(f, **arrays))
+    path = case_path(run_dir, summary["case_id"])
+    atomic_write_json(path, summary)
     return path
 
 
+# ---- reading -------------------------------------------------------------------------
 def load_json(path: Path):
     path = Path(path)
     try:
@@ -136,6 +153,18 @@ def load_json(path: Path):
         ) from None
 
 
+def _schema(data, want: str, where: str) -> None:
+    got = data.get("schema") if isinstance(data, dict) else None
+    if got == want:
+        return
+    if isinstance(got, str) and got.rsplit("/", 1)[0] == want.rsplit("/", 1)[0]:
+        raise ResultsError(
+            f"{where}: schema {got}, from before the measurement fixes of 2026-11-30; this "
+            f"version reads {want} only (re-run it, or read it with an older checkout)"
+        )
+    raise ResultsError(f"{where}: not a dpsync-bench file of schema {want} (got {got!r})")
+
+
 def _stat_block(block, where: str) -> None:
     if not isinstance(block, dict):
         raise ResultsError(f"{where}: not a statistics object")
@@ -143,88 +172,81 @@ def _stat_block(block, where: str) -> None:
         v = block.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ResultsError(f"{where}: field {key!r} missing or not a finite number")
-        if key == "n" and not isinstance(v, int):
-            raise ResultsError(f"{where}: field 'n' is not a whole number")
-        if key != "stdev" and v < 0:
-            raise ResultsError(f"{where}: field {key!r} is negative")
-    if not block["min"] <= block["p50"] <= block["p90"] <= block["p99"] <= block["max"]:
+    if not isinstance(block["n"], int) or block["n"] < 1:
+        raise ResultsError(f"{where}: field 'n' is not a positive whole number")
+    order = [block[k] for k in ("min", "p5", "p50", "p90", "p99", "max")]
+    if order != sorted(order):
         raise ResultsError(f"{where}: quantiles out of order")
-    if block["n"] < 1:
-        raise ResultsError(f"{where}: no samples")
 
 
-def validate_case_result(data, where: str) -> dict:
-    """Check a case result's schema and sanity; raise ResultsError on anything off."""
-    if not isinstance(data, dict):
-        raise ResultsError(f"{where}: not a JSON object")
-    if data.get("schema") != CASE_SCHEMA:
-        raise ResultsError(
-            f"{where}: not a dpsync-bench case result (schema {data.get('schema')!r})"
-        )
+def validate_case(data, where: str) -> dict:
+    """Check a case summary's schema and sanity; raise ResultsError on anything off."""
+    _schema(data, CASE_SCHEMA, where)
     for key, kind in (
         ("case_id", str),
         ("case", dict),
         ("stats", dict),
         ("machine_kind", str),
-        ("raw", dict),
         ("check", dict),
+        ("world_size", int),
     ):
-        if not isinstance(data.get(key), kind):
+        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
             raise ResultsError(f"{where}: field {key!r} missing or of the wrong type")
     if not _SAFE.fullmatch(data["case_id"]):
         raise ResultsError(f"{where}: unsafe case id")
-    for metric in ("pass_us", "stall_us"):
-        _stat_block(data["stats"].get(metric), f"{where}: stats.{metric}")
-    for metric in ("start_skew_us", "device_us"):  # optional, but whole when present
-        if metric in data["stats"]:
-            _stat_block(data["stats"][metric], f"{where}: stats.{metric}")
-    raw_loop = data.get("raw_loop")
-    if raw_loop is not None:
-        if not isinstance(raw_loop, dict) or not isinstance(raw_loop.get("within_limit"), bool):
-            raise ResultsError(f"{where}: raw_loop is not a raw-loop comparison")
-        for key in ("mean_us", "harness_mean_us", "overhead"):
-            v = raw_loop.get(key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ResultsError(f"{where}: raw_loop.{key} missing or not a finite number")
-    for key in ("wrong_elements", "wrong_decisions"):
+    if "pass_us" not in data["stats"]:
+        raise ResultsError(f"{where}: no stats.pass_us")
+    for metric, block in data["stats"].items():
+        _stat_block(block, f"{where}: stats.{metric}")
+    for key in ("wrong_elements", "wrong_reads", "wrong_decisions", "passes_checked"):
         v = data["check"].get(key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ResultsError(f"{where}: check.{key} missing or not a count")
-    raw = data["raw"].get("pass_us")
-    if not isinstance(raw, list) or not raw or not all(isinstance(r, list) and r for r in raw):
-        raise ResultsError(f"{where}: raw.pass_us must be a list of non-empty per-rank lists")
-    if len({len(r) for r in raw}) != 1:
-        raise ResultsError(f"{where}: raw.pass_us ranks hold different sample counts")
-    for rank_samples in raw:
-        for v in rank_samples:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ResultsError(f"{where}: raw.pass_us holds a non-number")
+    if not isinstance(data["check"].get("failures"), list):
+        raise ResultsError(f"{where}: check.failures missing")
     return data
 
 
 def load_case(path: Path) -> dict:
-    return validate_case_result(load_json(path), str(path))
+    return validate_case(load_json(path), str(path))
 
 
-def load_run(run_dir: Path) -> dict:
-    """run.json plus every case file of a run directory, validated."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ResultsError(f"{run_dir}: not a run directory")
-    meta = load_json(run_dir / "run.json")
-    if not isinstance(meta, dict) or meta.get("schema") != RUN_SCHEMA:
-        raise ResultsError(f"{run_dir / 'run.json'}: not a dpsync-bench run file")
-    where = run_dir / "run.json"
+def case_passed(case: dict) -> bool:
+    """Data, reads and decisions right, and every labelled condition met."""
+    return not case["check"]["failures"]
+
+
+def load_samples(run_dir: Path, case_id: str) -> dict[str, np.ndarray]:
+    """A case's raw samples; ResultsError if absent (a published run may have dropped them)."""
+    path = samples_path(run_dir, case_id)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no raw samples kept for this case") from None
+    except (OSError, ValueError) as e:
+        raise ResultsError(f"{path}: corrupt samples ({e})") from None
+
+
+def load_meta(run_dir: Path) -> dict:
+    where = Path(run_dir) / "run.json"
+    meta = load_json(where)
+    _schema(meta, RUN_SCHEMA, str(where))
     if not isinstance(meta.get("machine_kind"), str) or not _SAFE.fullmatch(meta["machine_kind"]):
         raise ResultsError(f"{where}: no valid machine_kind")
     for key in ("started_utc", "status"):
         if key in meta and not isinstance(meta[key], str):
             raise ResultsError(f"{where}: field {key!r} is not text")
-    for key in ("resumed_utc", "cases_planned"):
-        if key in meta and not (
-            isinstance(meta[key], list) and all(isinstance(x, str) for x in meta[key])
-        ):
-            raise ResultsError(f"{where}: field {key!r} is not a list of text")
+    return meta
+
+
+def load_run(run_dir: Path) -> dict:
+    """run.json plus every case summary of a run directory, validated (samples stay on
+    disk: `load_samples` reads one case's when a figure needs them)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ResultsError(f"{run_dir}: not a run directory")
+    meta = load_meta(run_dir)
     cases = {}
     for path in sorted((run_dir / "cases").glob("*.json")):
         case = load_case(path)
@@ -236,47 +258,29 @@ def load_run(run_dir: Path) -> dict:
     return {"dir": str(run_dir), "meta": meta, "cases": cases}
 
 
-def case_passed(case: dict) -> bool:
-    return case["check"]["wrong_elements"] == 0 and case["check"]["wrong_decisions"] == 0
-
-
 def finished_case_ids(run_dir: Path) -> set[str]:
-    """Cases on disk, valid and whose data check passed (what --resume skips); a bad file
-    or a case that failed its check is run again."""
+    """Cases on disk, valid and passing their checks (what --resume skips)."""
     done = set()
     for path in sorted((Path(run_dir) / "cases").glob("*.json")):
         try:
             case = load_case(path)
         except ResultsError:
             continue
-        if case_passed(case):
+        if case_passed(case) and samples_path(run_dir, case["case_id"]).is_file():
             done.add(case["case_id"])
     return done
 
 
-def update_index(root: Path, run_dir: Path, meta: dict, n_cases: int) -> None:
-    """Record a run in results/index.json (rebuilt from disk if missing or corrupt)."""
+def list_runs(root: Path) -> list[tuple[Path, dict]]:
+    """(run directory, run.json) of every readable run under a results root, oldest first;
+    read from the directories themselves, so a run copied in counts."""
     root = Path(root)
-    index_path = root / "index.json"
-    with open(root / ".index.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    if not root.is_dir():
+        raise ResultsError(f"{root}: no results directory")
+    found = []
+    for meta_path in root.glob("*/run.json"):
         try:
-            index = load_json(index_path)
-            if not isinstance(index, dict) or index.get("schema") != INDEX_SCHEMA:
-                raise ResultsError("foreign index")
+            found.append((meta_path.parent, load_meta(meta_path.parent)))
         except ResultsError:
-            index = {"schema": INDEX_SCHEMA, "runs": []}
-        name = Path(run_dir).name
-        runs = [r for r in index["runs"] if isinstance(r, dict) and r.get("dir") != name]
-        runs.append(
-            {
-                "dir": name,
-                "machine_kind": meta.get("machine_kind"),
-                "started_utc": meta.get("started_utc"),
-                "status": meta.get("status"),
-                "cases": n_cases,
-            }
-        )
-        runs.sort(key=lambda r: str(r.get("started_utc")))
-        index["runs"] = runs
-        atomic_write_json(index_path, index)
+            continue
+    return sorted(found, key=lambda r: (str(r[1].get("started_utc")), r[0].name))

@@ -1,74 +1,74 @@
-"""Order statistics and the cross-rank reduction. Pure Python: no torch, no numpy."""
+"""The one quantile, the summaries and the cross-rank reductions (numpy; no torch)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-QUANTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
+import numpy as np
+
+# The statistics every figure is summarized by, in this order.
+QUANTILES = (("p5", 0.05), ("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
+STAT_KEYS = ("n", "min", "p5", "p50", "p90", "p99", "max", "mean", "stdev")
 
 
-def quantile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile (numpy's default) of already sorted values."""
-    if not sorted_values:
+def quantile(values, q: float) -> float:
+    """numpy's default (linear interpolation between order statistics); the only one used."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
         raise ValueError("quantile of no samples")
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"quantile {q} outside [0, 1]")
-    pos = q * (len(sorted_values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    frac = pos - lo
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
+    return float(np.quantile(arr, q))
 
 
-def summarize(values: Sequence[float]) -> dict:
-    """p50/p90/p99/max/min/mean/stdev and the sample count."""
-    if not values:
+def summarize(values, scale: float = 1.0) -> dict:
+    """n, min, p5, p50, p90, p99, max, mean, stdev of `values` times `scale` (ns -> us)."""
+    arr = np.asarray(values, dtype=float).ravel() * scale
+    if arr.size == 0:
         raise ValueError("no samples to summarize")
-    for v in values:
-        if not math.isfinite(v):
-            raise ValueError(f"non-finite sample {v!r}")
-    ordered = sorted(values)
-    n = len(ordered)
-    mean = math.fsum(ordered) / n
-    var = math.fsum((v - mean) ** 2 for v in ordered) / (n - 1) if n > 1 else 0.0
-    out = {name: quantile(ordered, q) for name, q in QUANTILES}
-    out.update(max=ordered[-1], min=ordered[0], mean=mean, stdev=math.sqrt(var), n=n)
+    if not np.isfinite(arr).all():
+        raise ValueError("non-finite sample")
+    qs = np.quantile(arr, [q for _, q in QUANTILES])
+    out = {"n": int(arr.size), "min": float(arr.min())}
+    out.update({name: float(v) for (name, _), v in zip(QUANTILES, qs, strict=True)})
+    out.update(
+        max=float(arr.max()),
+        mean=float(arr.mean()),
+        stdev=float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+    )
     return out
 
 
-def reduce_max(per_rank: Sequence[Sequence[float]]) -> list[float]:
-    """Per-iteration max across ranks: every rank waits for the slowest one."""
-    _check_aligned(per_rank)
-    return [max(column) for column in zip(*per_rank, strict=True)]
+def per_pass(per_rank, how: str = "max") -> np.ndarray:
+    """Reduce (ranks, passes) to one figure per pass: the max over ranks (every rank waits
+    for the slowest), the min (the shortest idle gap any rank had) or the spread."""
+    arr = np.asarray(per_rank)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"expected (ranks, passes) samples, got shape {arr.shape}")
+    if how == "max":
+        return arr.max(axis=0)
+    if how == "min":
+        return arr.min(axis=0)
+    if how == "spread":
+        return arr.max(axis=0) - arr.min(axis=0)
+    raise ValueError(f"unknown reduction {how!r}")
 
 
-def reduce_spread(per_rank: Sequence[Sequence[float]]) -> list[float]:
-    """Per-iteration max minus min across ranks (alignment skew of start instants)."""
-    _check_aligned(per_rank)
-    return [max(column) - min(column) for column in zip(*per_rank, strict=True)]
+def argmax_counts(per_rank) -> list[int]:
+    """How often each rank held the largest value of a pass (ties: the lowest rank)."""
+    arr = np.asarray(per_rank)
+    return np.bincount(arr.argmax(axis=0), minlength=arr.shape[0]).tolist()
 
 
-def slowest_rank_counts(per_rank: Sequence[Sequence[float]]) -> list[int]:
-    """How often each rank was the slowest (arrived last) over the iterations."""
-    _check_aligned(per_rank)
-    counts = [0] * len(per_rank)
-    for column in zip(*per_rank, strict=True):
-        counts[max(range(len(column)), key=column.__getitem__)] += 1
-    return counts
+def relative_spread(values: Sequence[float]) -> float:
+    """(max - min) / mean; 0 when all are 0."""
+    arr = np.asarray(values, dtype=float)
+    mean = arr.mean()
+    return 0.0 if mean == 0 else float((arr.max() - arr.min()) / mean)
 
 
-def relative_spread(a: float, b: float) -> float:
-    """|a - b| over their mean; 0 when both are 0."""
-    mean = (a + b) / 2
-    return 0.0 if mean == 0 else abs(a - b) / mean
-
-
-def _check_aligned(per_rank: Sequence[Sequence[float]]) -> None:
-    if not per_rank:
-        raise ValueError("no ranks")
-    lengths = {len(r) for r in per_rank}
-    if len(lengths) != 1:
-        raise ValueError(f"ranks recorded different iteration counts: {sorted(lengths)}")
-    if 0 in lengths:
-        raise ValueError("ranks recorded no iterations")
+def block_means(values, block: int) -> np.ndarray:
+    """Means of consecutive blocks of `block` samples (a trailing partial block dropped)."""
+    arr = np.asarray(values, dtype=float)
+    n = arr.size // block * block
+    return arr[:n].reshape(-1, block).mean(axis=1)

@@ -13,7 +13,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from . import compare
+from ..results import ResultsError, write_atomic
+from . import gate as compare
 from .plots import (
     CADENCE_TEXT,
     REDUCTION,
@@ -21,8 +22,7 @@ from .plots import (
     write_run_plots,
     write_trend_plots,
 )
-from .report import fmt_us, summary_rows
-from .results import ResultsError, write_atomic
+from .tables import fmt_us, summary_rows
 
 DEFAULT_TRENDS = 30  # runs per machine kind in the trend figures
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .stats import relative_spread
+from ..stats import relative_spread
 
 UNSTABLE_P50 = 0.10  # repeats of one case whose p50s differ more than this are unstable
 
@@ -30,7 +30,7 @@ def summary_rows(case_results: list[dict]) -> list[dict]:
                 "device_p50": s.get("device_us", {}).get("p50"),
                 "skew_p50": s["start_skew_us"]["p50"] if "start_skew_us" in s else None,
                 "n": s["pass_us"]["n"],
-                "ok": r["check"]["wrong_elements"] == 0 and r["check"]["wrong_decisions"] == 0,
+                "ok": not r["check"]["failures"],
             }
         )
     return rows
@@ -95,7 +95,7 @@ def stability(
         by_group[r.get("group_key", r["case_id"])].append(r["stats"]["pass_us"]["p50"])
     lines = []
     repeated = {k: v for k, v in by_group.items() if len(v) > 1}
-    unstable = {k: v for k, v in repeated.items() if relative_spread(min(v), max(v)) > limit}
+    unstable = {k: v for k, v in repeated.items() if relative_spread(v) > limit}
     if repeated:
         lines.append(
             f"stability: {len(repeated) - len(unstable)}/{len(repeated)} repeated "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import re
 import subprocess
+from pathlib import Path
 
 import torch
 
@@ -41,9 +43,7 @@ def gpu_snapshot(index: int) -> dict | None:
         return {
             "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
             "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
-            "throttle_reasons": _throttle_names(
-                pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(h)
-            ),
+            "clock_event_reasons": _reason_names(_clock_event_mask(h)),
             "temperature_c": pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
             "power_w": round(pynvml.nvmlDeviceGetPowerUsage(h) / 1000.0, 1),
             "utilization_pct": pynvml.nvmlDeviceGetUtilizationRates(h).gpu,
@@ -52,17 +52,67 @@ def gpu_snapshot(index: int) -> dict | None:
         return {"error": str(e)[:200]}
 
 
-def _throttle_names(mask: int) -> list[str]:
-    names = []
-    for attr in dir(pynvml):
-        if attr.startswith("nvmlClocksThrottleReason") and attr not in (
-            "nvmlClocksThrottleReasonAll",
-            "nvmlClocksThrottleReasonNone",
-        ):
-            bit = getattr(pynvml, attr)
-            if isinstance(bit, int) and bit and mask & bit == bit:
-                names.append(attr.removeprefix("nvmlClocksThrottleReason"))
-    return sorted(set(names))
+def _clock_event_mask(h) -> int:
+    """Why the clocks are what they are (NVML's current name; the "throttle" one before)."""
+    query = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+    return (query or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons)(h)
+
+
+def _reason_names(mask: int) -> list[str]:
+    names = set()
+    for prefix in ("nvmlClocksEventReason", "nvmlClocksThrottleReason"):
+        for attr in dir(pynvml):
+            if attr.startswith(prefix) and not attr.endswith(("All", "None")):
+                bit = getattr(pynvml, attr)
+                if isinstance(bit, int) and bit and mask & bit == bit:
+                    names.add(attr.removeprefix(prefix))
+    return sorted(names)
+
+
+def cores_near(index: int) -> list[int]:
+    """The CPU cores NVML says are near a GPU (empty when it can't tell)."""
+    if pynvml is None or not _nvml():
+        return []
+    try:
+        words = pynvml.nvmlDeviceGetCpuAffinity(pynvml.nvmlDeviceGetHandleByIndex(index), 64)
+    except Exception:
+        return []
+    return [64 * w + b for w, word in enumerate(words) for b in range(64) if word >> b & 1]
+
+
+def code_identity() -> dict:
+    """Which code measured: the git commit and whether the tree was dirty (from git, or from
+    DPSYNC_CODE_COMMIT / DPSYNC_CODE_DIRTY where the tree has no .git, as on a lent GPU
+    machine), and a hash of the measuring sources themselves, which needs no git."""
+    root = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256()
+    files = [root / "conftest.py"] + [
+        p
+        for d in ("delayer_core", "dpsync_bench", "benchmarks")
+        for p in sorted((root / d).rglob("*"))
+        if p.suffix in (".py", ".c")
+    ]
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    commit = os.environ.get("DPSYNC_CODE_COMMIT") or _git(root, "rev-parse", "HEAD")
+    dirty = os.environ.get("DPSYNC_CODE_DIRTY")
+    if dirty is None:
+        status = _git(root, "status", "--porcelain", "--", *(str(p) for p in files))
+        dirty = None if status is None else str(bool(status))
+    return {
+        "commit": commit,
+        "dirty": None if dirty is None else dirty.lower() in ("1", "true"),
+        "source_sha256": digest.hexdigest()[:16],
+    }
+
+
+def _git(root: Path, *args) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def _gpu_static(index: int) -> dict:
@@ -146,7 +196,7 @@ def machine_info() -> dict:
     return info
 
 
-def default_machine_kind(info: dict, world_size: int | None = None) -> str:
+def default_machine_kind(info: dict) -> str:
     """A short label for dashboards when the user names none: GPU model x count, or CPU."""
     gpus = info.get("gpus") or []
     if gpus:

@@ -14,17 +14,21 @@ from collections import Counter, defaultdict
 from functools import partial
 from pathlib import Path
 
-from . import stats
-from .cases import CADENCES, PATH_NAMES
-from .compare import group_key, samples
-from .results import write_atomic
+from delayer_core.paths import PATHS
+
+from .. import stats
+from ..cases import CADENCES
+
+PATH_NAMES = tuple(PATHS)
+from ..results import write_atomic
+from .gate import group_key, samples
 
 REDUCTION = "per-iteration max across ranks"
 CADENCE_TEXT = {
     "isolated": "isolated = each pass released at an agreed instant after idle time",
     "streaming": "streaming = passes back to back",
 }
-_COLORS = dict(zip(PATH_NAMES, ("C0", "C3", "C1", "C2", "C4"), strict=True))
+_COLORS = {p: f"C{i}" for i, p in enumerate(PATH_NAMES)}
 _LINESTYLES = ("-", "--", ":", "-.")
 _VARIANT_MARKERS = {"no barrier": "v", "fine kernels": "s", "high-priority stream": "^"}
 

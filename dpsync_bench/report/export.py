@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
-from .cases import UsageError
-from .compare import samples
+from ..cases import UsageError
+from ..stats import quantile
+from .gate import samples
 from .plots import REDUCTION, machine_label
-from .stats import quantile
 
 FORMATS = ("gab", "bmf")
 

@@ -1,0 +1,146 @@
+"""Shared-memory paths: the whole gather in one host's memory, or per host with leaders.
+
+``shm_cpu``: every rank publishes its row and the pass number into one segment of its host
+(``delayer_core.shm_exchange``: release/acquire ordering in a tiny C helper) and waits
+until every rank has published the pass; no TCP, no GPU. One host only.
+
+``hierarchical``: the same inside each host; each host's leader (its lowest rank) waits for
+its host's rows, all-gathers the hosts' blocks with the other leaders over gloo, and
+publishes the whole buffer back through its segment.
+
+Both read the gathered rows on the host, as the one-copy and side-stream paths do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..shm_exchange import DEFAULT_SPIN_NS, PeerError, ShmExchange
+from .base import SyncPath, all_gather
+
+
+class _Segment:
+    """This host's exchange: the lowest rank creates it and names it in the job's store."""
+
+    def __init__(self, env, ranks: list[int], payload_lens: list[int], spin_ns: int) -> None:
+        key = f"{env.segment_key()}/{ranks[0]}"
+        if env.rank == ranks[0]:
+            self.ex = ShmExchange.create(payload_lens, spin_ns=spin_ns)
+            env.store.set(key, self.ex.token)
+        else:
+            token = env.store.get(key).decode()  # waits up to the job's timeout
+            self.ex = ShmExchange.attach(token, payload_lens, spin_ns=spin_ns)
+        self.ranks = ranks
+        self.timeout_s = env.timeout_s
+
+    def wait(self, slots: tuple[int, ...], seq: int) -> None:
+        try:
+            self.ex.wait(slots, seq, self.timeout_s)
+        except PeerError as e:  # name the rank, not the slot
+            who = self.ranks[e.slot] if e.slot < len(self.ranks) else f"leader {self.ranks[0]}"
+            raise RuntimeError(f"rank {who}: {e}") from None
+
+
+class ShmCpu(SyncPath):
+    name = "shm_cpu"
+
+    def __init__(self, env, shape, *, spin_ns: int = DEFAULT_SPIN_NS) -> None:
+        super().__init__(None, shape, "cpu")
+        if not env.same_host:
+            raise ValueError("shm_cpu needs every rank on one host (use hierarchical)")
+        ranks = list(range(env.world_size))
+        self.seg = _Segment(env, ranks, [self.buffer.shape[-1]] * len(ranks), spin_ns)
+        self.seg.ex.claim(env.rank)
+        self._slot, self._all = env.rank, tuple(ranks)
+        self._seq = 0
+        env.barrier()  # every rank attached and claimed before the first pass
+
+    @classmethod
+    def build(cls, env, shape, **options) -> SyncPath:
+        return cls(env, shape, **options)
+
+    def prepare(self, row):
+        return row
+
+    def exchange(self, local) -> None:
+        self._seq += 1
+        self.seg.ex.publish(self._slot, local, self._seq)
+        self.seg.wait(self._all, self._seq)
+
+    def read(self):
+        rows = self.seg.ex.stacked(self._seq).reshape(self.shape.dims)
+        return self._from_host(rows)
+
+    def snapshot(self):
+        return self.seg.ex.stacked(self._seq).reshape(self.shape.dims).copy()
+
+    def describe(self) -> dict:
+        return {"spin_ns": self.seg.ex.spin_ns, "segment": "memfd, one per host"}
+
+    def close(self) -> None:
+        self.seg.ex.close()
+
+
+class Hierarchical(SyncPath):
+    name = "hierarchical"
+
+    def __init__(self, env, shape, *, spin_ns: int = DEFAULT_SPIN_NS) -> None:
+        super().__init__(None, shape, "cpu")
+        hosts = env.host_ranks()
+        if len({len(h) for h in hosts}) != 1:
+            raise ValueError("hierarchical needs the same number of ranks on every host")
+        mine = next(h for h in hosts if env.rank in h)
+        width = self.buffer.shape[-1]
+        lens = [width] * len(mine) + [width * env.world_size]  # local rows, then the world
+        self.seg = _Segment(env, mine, lens, spin_ns)
+        self._local = mine.index(env.rank)
+        self._world_slot = len(mine)
+        self.seg.ex.claim(self._local)
+        self.leader = self._local == 0
+        leaders = [h[0] for h in hosts]
+        self._leaders = env.subgroup(leaders)  # every rank takes part in creating it
+        if self.leader:
+            self.seg.ex.claim(self._world_slot)
+            self._block = torch.zeros(len(mine), width, dtype=torch.int64)
+            self._blocks = torch.zeros(len(hosts), len(mine), width, dtype=torch.int64)
+            # the leaders' blocks arrive host by host; the buffer is in rank order
+            self._order = np.argsort(np.concatenate(hosts))
+        self._rows = tuple(range(len(mine)))
+        self._seq = 0
+        env.barrier()
+
+    @classmethod
+    def build(cls, env, shape, **options) -> SyncPath:
+        return cls(env, shape, **options)
+
+    def prepare(self, row):
+        return row
+
+    def exchange(self, local) -> None:
+        self._seq += 1
+        ex, seq = self.seg.ex, self._seq
+        ex.publish(self._local, local, seq)
+        if self.leader:
+            self.seg.wait(self._rows, seq)
+            self._block.numpy()[:] = ex.stacked(seq, len(self._rows))
+            all_gather(self._blocks.view(-1), self._block.view(-1), group=self._leaders)
+            world = self._blocks.numpy().reshape(-1, self._block.shape[1])[self._order]
+            ex.publish(self._world_slot, world.ravel(), seq)
+        else:
+            self.seg.wait((self._world_slot,), seq)
+
+    def read(self):
+        return self._from_host(self._world(self._seq))
+
+    def snapshot(self):
+        return self._world(self._seq).copy()
+
+    def _world(self, seq: int) -> np.ndarray:
+        return self.seg.ex.payload(self._world_slot, seq).reshape(self.shape.dims)
+
+    def describe(self) -> dict:
+        return {"spin_ns": self.seg.ex.spin_ns, "leaders_over": "gloo"}
+
+    def close(self) -> None:
+        self.seg.ex.close()

@@ -1,0 +1,133 @@
+"""A simulated forward pass: bf16 matrix products on a forward stream, of a measured length.
+
+The products fill every SM, like a forward's GEMMs; one lasts about the granularity (coarse
+~1 ms, fine ~0.15 ms). The number of products is calibrated on the whole forward as the
+case launches it (after an idle gap, or back to back), timed with CUDA events on its
+stream, until its median is within 2 % of the request; every forward of the case is timed
+again and recorded, so a label is what was measured.
+
+Host instants of GPU events come from two anchors (an event recorded on an idle GPU, and
+the host clock right after), interpolated linearly between them.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+CANDIDATE_SIZES = (512, 1024, 1536, 2048, 3072, 4096, 5120, 6144, 7168, 8192, 10240)
+CALIBRATION_TOLERANCE = 0.02
+CALIBRATION_ROUNDS = 8
+TRIAL_FORWARDS = 7
+
+
+class SimulatedForward:
+    def __init__(self, device: torch.device, granularity_ms: float, seed: int) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+        gen = torch.Generator(device=device).manual_seed(seed)
+        n = CANDIDATE_SIZES[-1]
+        self._a = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=gen)
+        self._b = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=gen)
+        self._out = torch.empty(n, n, device=device, dtype=torch.bfloat16)
+        times = {size: self._product_ms(size) for size in CANDIDATE_SIZES}
+        self.size = min(times, key=lambda s: abs(times[s] / granularity_ms - 1))
+        self.kernel_ms = times[self.size]
+        self.kernels = 1
+        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+
+    def _ops(self, size: int):
+        return self._a[:size, :size], self._b[:size, :size], self._out[:size, :size]
+
+    def _product_ms(self, size: int, reps: int = 9) -> float:
+        a, b, out = self._ops(size)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.cuda.stream(self.stream):
+            for _ in range(3):
+                torch.matmul(a, b, out=out)
+            start.record()
+            for _ in range(reps):
+                torch.matmul(a, b, out=out)
+            end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / reps
+
+    # ---- launching ---------------------------------------------------------------------
+    def launch(self, after: torch.cuda.Stream | None = None) -> int:
+        """Queue one forward (after what `after` has queued); returns its handle."""
+        if after is not None:
+            self.stream.wait_stream(after)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a, b, out = self._ops(self.size)
+        with torch.cuda.stream(self.stream):
+            start.record()
+            for _ in range(self.kernels):
+                torch.matmul(a, b, out=out)
+            end.record()
+        self._events.append((start, end))
+        return len(self._events) - 1
+
+    def wait(self, handle: int) -> None:
+        self._events[handle][1].synchronize()
+
+    def duration_ms(self, handle: int) -> float:
+        start, end = self._events[handle]
+        end.synchronize()
+        return start.elapsed_time(end)
+
+    def forget(self) -> None:
+        self._events.clear()
+
+    # ---- calibration -------------------------------------------------------------------
+    def calibrate(self, target_ms: float, back_to_back: bool) -> float:
+        """Set the product count so that the forward, launched as the case launches it,
+        lasts `target_ms` (median of a few); returns that median (ms)."""
+        self.kernels = max(1, round(target_ms / self.kernel_ms))
+        median = 0.0
+        for _ in range(CALIBRATION_ROUNDS):
+            median = self._trial(back_to_back)
+            if abs(median / target_ms - 1) <= CALIBRATION_TOLERANCE:
+                break
+            self.kernels = max(1, round(self.kernels * target_ms / median))
+        self.forget()
+        return median
+
+    def _trial(self, back_to_back: bool) -> float:
+        self.forget()
+        torch.cuda.synchronize(self.device)
+        handles = []
+        for _ in range(TRIAL_FORWARDS):
+            if not back_to_back:  # as the isolated cadence does: an idle GPU, then launch
+                torch.cuda.synchronize(self.device)
+                time.sleep(0.0005)
+            handles.append(self.launch())
+        durations = [self.duration_ms(h) for h in handles[1:]]  # the first warms up
+        return statistics.median(durations)
+
+    # ---- host instants of GPU events ---------------------------------------------------
+    def anchor(self, clock) -> tuple[torch.cuda.Event, int]:
+        """An event on an idle GPU and the host instant it was recorded at."""
+        torch.cuda.synchronize(self.device)
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(self.stream)
+        host = clock()
+        event.synchronize()
+        return event, host
+
+    def host_instants(self, handles: list[int], first, last) -> list[tuple[int, int]]:
+        """(start, end) of each forward on the host clock, between two anchors."""
+        (e0, h0), (e1, h1) = first, last
+        gpu_span_ms = e0.elapsed_time(e1)
+        scale = (h1 - h0) / (gpu_span_ms * 1e6) if gpu_span_ms > 0 else 1.0
+        out = []
+        for h in handles:
+            start, end = self._events[h]
+            out.append(
+                (
+                    h0 + round(e0.elapsed_time(start) * 1e6 * scale),
+                    h0 + round(e0.elapsed_time(end) * 1e6 * scale),
+                )
+            )
+        return out
