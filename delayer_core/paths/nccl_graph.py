@@ -1,7 +1,7 @@
 """The side-stream gather captured once in a CUDA graph and replayed every pass.
 
 H2D copy of a pinned host row, the all-gather and the D2H copy into a pinned host buffer,
-captured on a stream of its own (the greatest priority the device offers, by default; since
+captured on a stream of its own (the greatest priority the device offers when asked; since
 torch 2.10 a graph's kernels keep their capture stream's priority). One launch per pass
 instead of three, and the host waits on an event, never on the forward's stream.
 
@@ -22,7 +22,7 @@ from .nccl_side_stream import priority_record, side_stream
 class NcclGraph(SyncPath):
     name = "nccl_graph"
 
-    def __init__(self, group, shape, device="cuda", *, priority: str = "high") -> None:
+    def __init__(self, group, shape, device="cuda", *, priority: str = "default") -> None:
         super().__init__(group, shape, device)
         self.stream = side_stream(self.device, priority)
         self._priority = priority
