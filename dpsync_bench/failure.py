@@ -120,7 +120,7 @@ def explain(
     `finished`: the local ranks whose session ended normally, None when nobody kept track."""
     failed = sorted(set(_FAILED_TEST.findall(pytest_output)))
     if failed:
-        return f"data check failed in case(s) {','.join(failed)}"
+        return f"check failed in case(s) {','.join(failed)} (data, or a condition its label states)"
     ends = torchrun_report(console_err)
     for local_rank, text in outputs.items():
         end = ends.setdefault(local_rank, RankEnd(local_rank))

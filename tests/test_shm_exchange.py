@@ -20,15 +20,10 @@ from multiprocessing import connection
 import numpy as np
 import pytest
 
+from delayer_core import shm_build
 from delayer_core import shm_exchange as sx
-from delayer_core.shm_exchange import (
-    PeerDied,
-    PeerTimeout,
-    ShmBuildError,
-    ShmError,
-    ShmExchange,
-    ShmLayoutError,
-)
+from delayer_core.shm_build import ShmBuildError, ShmError
+from delayer_core.shm_exchange import PeerDied, PeerTimeout, ShmExchange, ShmLayoutError
 
 ROW = 5
 CTX = mp.get_context("spawn")
@@ -226,24 +221,24 @@ def test_an_exited_owner_ends_the_wait():
 
 def test_build_cache_is_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert sx.cache_dir() == tmp_path / "xdg" / "dpsync-bench"
-    built = sx.build_helper()
+    assert shm_build.cache_dir() == tmp_path / "xdg" / "dpsync-bench"
+    built = shm_build.build_helper()
     stamp = built.stat().st_mtime_ns
     monkeypatch.setenv("CC", "false")  # any compile from here on fails
-    assert sx.build_helper() == built and built.stat().st_mtime_ns == stamp
+    assert shm_build.build_helper() == built and built.stat().st_mtime_ns == stamp
     with pytest.raises(ShmBuildError, match="cannot build the shm helper") as e:
-        sx.build_helper(tmp_path / "fresh")
+        shm_build.build_helper(tmp_path / "fresh")
     assert "\n" not in str(e.value)
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     with pytest.raises(ShmBuildError):
-        sx.build_helper(tmp_path / "fresh")
+        shm_build.build_helper(tmp_path / "fresh")
     assert list((tmp_path / "fresh").iterdir()) == []  # no temporary left behind
 
 
 def test_concurrent_builds_agree(tmp_path):
     out: list = []
     threads = [
-        threading.Thread(target=lambda: out.append(sx.build_helper(tmp_path))) for _ in "abc"
+        threading.Thread(target=lambda: out.append(shm_build.build_helper(tmp_path))) for _ in "abc"
     ]
     for t in threads:
         t.start()

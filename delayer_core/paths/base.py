@@ -112,6 +112,12 @@ class SyncPath:
             return torch.stack(snapshots).cpu().numpy()
         return np.stack(snapshots)
 
+    @property
+    def leaves_work_queued(self) -> bool:
+        """Whether a pass leaves device work queued (a snapshot copy) to drain before the
+        next; paths whose read waited for their own stream leave none."""
+        return self.device.type == "cuda"
+
     def describe(self) -> dict:
         """What took effect (stream priority, capture, spin budget...), for the results."""
         return {}

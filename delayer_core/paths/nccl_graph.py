@@ -90,3 +90,7 @@ class NcclGraph(SyncPath):
     @property
     def issue_stream(self):
         return self.stream
+
+    @property
+    def leaves_work_queued(self) -> bool:
+        return False  # read() waited for the stream, the snapshot is a host copy

@@ -1,10 +1,11 @@
 """A simulated forward pass: bf16 matrix products on a forward stream, of a measured length.
 
 The products fill every SM, like a forward's GEMMs; one lasts about the granularity (coarse
-~1 ms, fine ~0.15 ms). The number of products is calibrated on the whole forward as the
-case launches it (after an idle gap, or back to back), timed with CUDA events on its
-stream, until its median is within 2 % of the request; every forward of the case is timed
-again and recorded, so a label is what was measured.
+~1 ms, fine ~0.15 ms). The harness tunes the number of products on whole forwards as its
+case launches them (timed with CUDA events on their stream) and records every measured
+forward's duration, so a label is what was measured. With one GPU per rank, each forward
+starts with a one-element all-reduce among the ranks, as an expert-parallel forward's
+all-to-all lines the ranks up, so the ranks' forwards do not drift apart.
 
 Host instants of GPU events come from two anchors (an event recorded on an idle GPU, and
 the host clock right after), interpolated linearly between them.
@@ -12,20 +13,18 @@ the host clock right after), interpolated linearly between them.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
+import torch.distributed as tdist
 
 CANDIDATE_SIZES = (512, 1024, 1536, 2048, 3072, 4096, 5120, 6144, 7168, 8192, 10240)
-CALIBRATION_TOLERANCE = 0.02
-CALIBRATION_ROUNDS = 8
-TRIAL_FORWARDS = 7
 
 
 class SimulatedForward:
-    def __init__(self, device: torch.device, granularity_ms: float, seed: int) -> None:
-        self.device = device
+    def __init__(
+        self, device: torch.device, granularity_ms: float, seed: int, ep_group=None
+    ) -> None:
+        self.device, self.ep_group = device, ep_group
+        self._token = torch.zeros(1, device=device)
         self.stream = torch.cuda.Stream(device)
         gen = torch.Generator(device=device).manual_seed(seed)
         n = CANDIDATE_SIZES[-1]
@@ -63,6 +62,8 @@ class SimulatedForward:
         a, b, out = self._ops(self.size)
         with torch.cuda.stream(self.stream):
             start.record()
+            if self.ep_group is not None:  # the ranks' forwards start together
+                tdist.all_reduce(self._token, group=self.ep_group)
             for _ in range(self.kernels):
                 torch.matmul(a, b, out=out)
             end.record()
@@ -79,32 +80,6 @@ class SimulatedForward:
 
     def forget(self) -> None:
         self._events.clear()
-
-    # ---- calibration -------------------------------------------------------------------
-    def calibrate(self, target_ms: float, back_to_back: bool) -> float:
-        """Set the product count so that the forward, launched as the case launches it,
-        lasts `target_ms` (median of a few); returns that median (ms)."""
-        self.kernels = max(1, round(target_ms / self.kernel_ms))
-        median = 0.0
-        for _ in range(CALIBRATION_ROUNDS):
-            median = self._trial(back_to_back)
-            if abs(median / target_ms - 1) <= CALIBRATION_TOLERANCE:
-                break
-            self.kernels = max(1, round(self.kernels * target_ms / median))
-        self.forget()
-        return median
-
-    def _trial(self, back_to_back: bool) -> float:
-        self.forget()
-        torch.cuda.synchronize(self.device)
-        handles = []
-        for _ in range(TRIAL_FORWARDS):
-            if not back_to_back:  # as the isolated cadence does: an idle GPU, then launch
-                torch.cuda.synchronize(self.device)
-                time.sleep(0.0005)
-            handles.append(self.launch())
-        durations = [self.duration_ms(h) for h in handles[1:]]  # the first warms up
-        return statistics.median(durations)
 
     # ---- host instants of GPU events ---------------------------------------------------
     def anchor(self, clock) -> tuple[torch.cuda.Event, int]:

@@ -14,12 +14,11 @@ import gc
 import math
 import os
 import time
-import zlib
 
 import numpy as np
 import torch
 
-from delayer_core.decision import DelayerConfig, decide
+from delayer_core.decision import DelayerConfig
 from delayer_core.paths import path_class, path_info
 from delayer_core.shape import GatherShape
 
@@ -27,17 +26,18 @@ from ..cases import GRANULARITIES, Case
 from .checks import check, local_row
 from .device_time import collective_device_time
 from .group import RankGroup, now_ns
-from .loop import CaseLoop, Samples, Schedule
+from .loop import CaseLoop, Samples, Schedule, bare_loop, phases, to_arrays
 from .machine import gpu_snapshot
 
 MIN_IDLE_GAP_NS = 300_000  # isolated cadence: idle time every rank has before each pass
 MIN_WARMUP_S = 0.3  # warm up for at least this long too: clocks and drivers settle slowly
 PILOT_PASSES = 40
+TUNE_PASSES = 12  # forwards per tuning round
+TUNE_ROUNDS = 5
+TUNE_TOLERANCE = 0.02
 MAX_LATE_FRACTION = 0.05
 MAX_ATTEMPTS = 3  # of the isolated loop, each with a longer period than the last
 RAW_CHUNK = 100  # measured and bare passes alternate in chunks this long (drift hits both)
-OVERHEAD_BLOCK = 10  # passes per block: both sides are compared by their median block mean
-PHASE_SPAN = 0.9  # "random" phase: uniform over the first 90 % of the forward
 
 
 def config_for(shape: GatherShape) -> DelayerConfig:
@@ -61,10 +61,10 @@ def gc_paused():
 class GpuSide:
     """The case's GPU: the schedule stream the passes run on and the forward, if any."""
 
-    def __init__(self, device, path_on_cuda: bool, forward=None, barrier: bool = True):
+    def __init__(self, device, drains: bool, forward=None, barrier: bool = True):
         self.sched = torch.cuda.Stream(device)
         self.sched.wait_stream(torch.cuda.default_stream(device))
-        self.path_on_cuda, self.forward, self.barrier = path_on_cuda, forward, barrier
+        self.drains, self.forward, self.barrier = drains, forward, barrier
 
     def launch(self) -> int:
         handle = self.forward.launch(after=self.sched)
@@ -76,7 +76,7 @@ class GpuSide:
         self.forward.wait(handle)
 
     def drain(self) -> None:
-        if self.path_on_cuda:
+        if self.drains:
             self.sched.synchronize()
 
 
@@ -86,7 +86,7 @@ class Harness:
     def __init__(self, group: RankGroup) -> None:
         self.group = group
         self._forwards: dict[str, object] = {}
-        self._calibrated: dict[tuple, tuple[int, float]] = {}
+        self._tuned: dict[tuple, int] = {}  # product counts, by (granularity, ms, cadence)
         # Waiting for a slot: spin where each rank has two cores or more (a busy scheduler
         # thread never sleeps); sleep, then spin the last 200 us, where ranks share cores
         # (spinning ranks would starve gloo's threads and each other).
@@ -98,18 +98,21 @@ class Harness:
             return cls.build(self.group, GatherShape.parse(case.shape), **options)
 
     def forward(self, case: Case):
+        """The granularity's forward (made once per job), with the product count last tuned
+        for this duration and cadence, or a first guess."""
         from .forward import SimulatedForward
 
+        g = self.group
         fwd = self._forwards.get(case.granularity)
         if fwd is None:
-            seed = 1234 + self.group.rank
-            fwd = SimulatedForward(self.group.device, GRANULARITIES[case.granularity], seed)
+            # With one GPU per rank, forwards start with an all-reduce (as EP's all-to-all).
+            own_gpu = g.world_size > 1 and g.local_world_size <= torch.cuda.device_count()
+            ep = g.group("nccl", tag="ep") if own_gpu else None
+            fwd = SimulatedForward(g.device, GRANULARITIES[case.granularity], 1234 + g.rank, ep)
             self._forwards[case.granularity] = fwd
-        key = _calibration_key(case)
-        if key not in self._calibrated:
-            median = fwd.calibrate(case.forward_ms, back_to_back=case.cadence == "busy")
-            self._calibrated[key] = (fwd.kernels, median)
-        fwd.kernels = self._calibrated[key][0]
+        fwd.kernels = self._tuned.get(_tuning_key(case)) or max(
+            1, round(case.forward_ms / fwd.kernel_ms)
+        )
         return fwd
 
     # ---- one case ---------------------------------------------------------------------
@@ -124,7 +127,7 @@ class Harness:
         fwd = self.forward(case) if case.forward_ms > 0 else None
         gpu = None
         if g.device is not None and (info.cuda or fwd is not None):
-            gpu = GpuSide(g.device, info.cuda, fwd, case.barrier)
+            gpu = GpuSide(g.device, path.leaves_work_queued, fwd, case.barrier)
         gpu_before = gpu_snapshot(g.device.index) if g.device is not None else None
         rec: dict = {"path": path.describe()}
         stream = torch.cuda.stream(gpu.sched) if gpu else contextlib.nullcontext()
@@ -137,7 +140,7 @@ class Harness:
                 gpu=gpu,
                 agree_max=g.agree_max,
                 offset_ns=g.clock_offset_ns,
-                phase_ns=_phases(case),
+                phase_ns=phases(case.forward_ms, case.phase, case.group_key),
                 sleep=None if self.spins else time.sleep,
             )
             samples = self._measure(case, loop, gpu, rec)
@@ -153,12 +156,14 @@ class Harness:
     def _measure(self, case: Case, loop: CaseLoop, gpu, rec: dict) -> dict:
         driver = gpu if gpu is not None and gpu.forward is not None else None
         first = self._warm_up(case, loop, driver)
-        if driver is not None:  # host instants of the forwards from here: two anchors
-            driver.forward.forget()
+        allowance = self._allowance() if case.cadence == "isolated" else 0
+        if driver is not None:
+            first = self._tune(case, loop, driver, first, allowance, rec)
+            driver.forward.forget()  # host instants of the forwards from here: two anchors
             anchor = driver.forward.anchor(now_ns)
         out = Samples()
         if case.cadence == "isolated":
-            out = self._isolated(case, loop, driver, first, rec)
+            out = self._isolated(case, loop, driver, first, allowance, rec)
         elif case.cadence == "busy":
             loop.busy(first, case.iters, driver, out)
         else:  # streaming idle: the bare loop beside it
@@ -171,15 +176,36 @@ class Harness:
         if driver is not None:
             fwd = driver.forward
             instants = fwd.host_instants(out.forwards, anchor, fwd.anchor(now_ns))
-            rec["forward"] = {
-                "kernels": fwd.kernels,
-                "matrix_size": fwd.size,
-                "kernel_ms": fwd.kernel_ms,
-                "calibrated_ms": self._calibrated[_calibration_key(case)][1],
-                "durations_ns": [round(fwd.duration_ms(h) * 1e6) for h in out.forwards],
-            }
+            rec["forward"].update(
+                kernels=fwd.kernels,
+                matrix_size=fwd.size,
+                kernel_ms=fwd.kernel_ms,
+                durations_ns=[round(fwd.duration_ms(h) * 1e6) for h in out.forwards],
+            )
             fwd.forget()
         return to_arrays(out, self.group.clock_offset_ns, instants)
+
+    def _tune(self, case: Case, loop: CaseLoop, driver, first: int, allowance: int, rec) -> int:
+        """Rounds of the case's own cadence with forwards, each rank adjusting its product
+        count until every rank's median forward is within TUNE_TOLERANCE of the request
+        (agreed: every rank runs the same passes)."""
+        fwd, target, rounds = driver.forward, case.forward_ms, []
+        for _ in range(TUNE_ROUNDS):
+            pilot = Samples()
+            if case.cadence == "busy":
+                loop.busy(first, TUNE_PASSES, driver, pilot)
+            else:
+                schedule = self._schedule(self._guess(case, allowance), allowance)
+                loop.isolated(first, TUNE_PASSES, schedule, pilot, driver)
+            first += TUNE_PASSES
+            median = float(np.median([fwd.duration_ms(h) for h in pilot.forwards]))
+            rounds.append({"kernels": fwd.kernels, "median_ms": median})
+            if not self.group.agree_max(int(abs(median / target - 1) > TUNE_TOLERANCE)):
+                break
+            fwd.kernels = max(1, round(fwd.kernels * target / median))
+        self._tuned[_tuning_key(case)] = fwd.kernels
+        rec["forward"] = {"tuning": rounds}
+        return first
 
     def _warm_up(self, case: Case, loop: CaseLoop, gpu) -> int:
         """`case.warmup` passes in the case's own cadence, then more until MIN_WARMUP_S has
@@ -200,18 +226,25 @@ class Harness:
                 loop.streaming(case.warmup, extra)
         return case.warmup + extra
 
-    def _isolated(self, case: Case, loop: CaseLoop, gpu, first: int, rec: dict) -> Samples:
-        """A pilot in this cadence sizes the period: every rank's p95 busy time, plus the
-        agreement, plus the idle gap. More than MAX_LATE_FRACTION of slots skipped: once
-        more with a period 1.5x longer; the record keeps what it saw."""
+    def _allowance(self) -> int:
+        """Time left for agreeing on each slot: twice every rank's p90 agreement."""
         g = self.group
         agree = [_timed(g.agree_max, 0) for _ in range(30)]
-        allowance = g.agree_max(int(np.quantile(agree, 0.90) * 2) + 30_000)
-        fwd_ns = int(case.forward_ms * 1e6)
-        fwd = gpu  # the forward's driver, or None
-        guess = 3_000_000 + 2 * fwd_ns + allowance + MIN_IDLE_GAP_NS
+        return g.agree_max(int(np.quantile(agree, 0.90) * 2) + 30_000)
+
+    @staticmethod
+    def _guess(case: Case, allowance: int) -> int:
+        """A period long enough for a pilot: the forward and then some."""
+        return 3_000_000 + int(case.forward_ms * 1.5e6) + allowance + MIN_IDLE_GAP_NS
+
+    def _isolated(self, case: Case, loop: CaseLoop, fwd, first: int, allowance: int, rec):
+        """A pilot in this cadence sizes the period: every rank's p95 busy time, plus the
+        agreement, plus the idle gap. Slots skipped past MAX_LATE_FRACTION, or agreements
+        overrunning: again with more of both; the record keeps every attempt."""
+        g = self.group
         pilot = Samples()
-        busy = loop.isolated(first, PILOT_PASSES, self._schedule(guess, allowance), pilot, fwd)
+        schedule = self._schedule(self._guess(case, allowance), allowance)
+        busy = loop.isolated(first, PILOT_PASSES, schedule, pilot, fwd)
         first += PILOT_PASSES
         period = g.agree_max(int(np.quantile(busy, 0.95) * 1.1) + allowance + MIN_IDLE_GAP_NS)
         attempts = []
@@ -241,56 +274,11 @@ class Harness:
         return Schedule(start, period, MIN_IDLE_GAP_NS, allowance)
 
 
-def _calibration_key(case: Case) -> tuple:
-    return (case.granularity, case.forward_ms, case.cadence == "busy")
+def _tuning_key(case: Case) -> tuple:
+    return (case.granularity, case.forward_ms, case.cadence)
 
 
 def _timed(fn, *args) -> int:
     t0 = now_ns()
     fn(*args)
     return now_ns() - t0
-
-
-def _phases(case: Case):
-    """Pass i's delay into its forward: "random" is uniform over PHASE_SPAN of it, the same
-    on every rank (seeded by the case); a number is that fraction."""
-    span = case.forward_ms * 1e6
-    if case.phase == "random":
-        seed = zlib.crc32(case.group_key.encode())
-        draws = np.random.default_rng(seed).random(1 << 16) * PHASE_SPAN * span
-        return lambda i: int(draws[i % draws.size])
-    fixed = int(float(case.phase) * span)
-    return lambda i: fixed
-
-
-def bare_loop(loop: CaseLoop, first: int, count: int) -> list[float]:
-    """The same gather + decide with no per-pass timers, snapshots or checks; one clock
-    read per block. Each block's mean (ns per pass)."""
-    path, config = loop.path, loop.config
-    rows = [loop.row_of(i) for i in range(first, first + count)]
-    state, marks = loop.state, []
-    for b in range(0, len(rows) - OVERHEAD_BLOCK + 1, OVERHEAD_BLOCK):
-        marks.append(now_ns())
-        for row in rows[b : b + OVERHEAD_BLOCK]:
-            state = decide(state, path.gather(row), config, 0.0).state
-    marks.append(now_ns())
-    loop._after()
-    return [(b - a) / OVERHEAD_BLOCK for a, b in zip(marks[:-1], marks[1:], strict=True)]
-
-
-def to_arrays(s: Samples, offset_ns: int, forward_instants=None) -> dict:
-    """The per-pass figures as int64 arrays; instants moved onto rank 0's clock."""
-    out = {
-        name: np.asarray(getattr(s, f"{name}_ns"), dtype=np.int64)
-        for name in ("pass", "row", "collective", "stall", "decide", "idle_gap", "phase")
-    }
-    starts = np.asarray(s.start_ns, dtype=np.int64)
-    ends = np.asarray(s.end_ns, dtype=np.int64)
-    out["start"] = starts - offset_ns
-    out["arrive"] = np.asarray(s.arrive_ns, dtype=np.int64) - offset_ns
-    if forward_instants:
-        f_end = np.array([e for _, e in forward_instants], dtype=np.int64)
-        out["remaining"] = f_end - starts
-        out["exposed"] = np.maximum(0, ends - f_end)
-    out["skipped_slots"] = np.asarray([s.skipped_slots], dtype=np.int64)
-    return out

@@ -22,10 +22,16 @@ side), so fake-clock tests pin these rules without torch or peers.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from delayer_core.decision import DelayerState, decide
+
+PHASE_SPAN = 0.9  # "random" phase: uniform over the first 90 % of the forward
+OVERHEAD_BLOCK = 10  # bare loop: passes per block, each block's mean is kept
 
 
 @dataclass
@@ -193,3 +199,48 @@ class CaseLoop:
             self._after()
             previous = current
         forward.wait(previous)
+
+
+def phases(forward_ms: float, phase: str, seed_key: str):
+    """Pass i's delay into its forward: "random" is uniform over PHASE_SPAN of it, the same
+    on every rank (seeded by the case's key); a number is that fraction."""
+    span = forward_ms * 1e6
+    if phase == "random":
+        seed = zlib.crc32(seed_key.encode())
+        draws = np.random.default_rng(seed).random(1 << 16) * PHASE_SPAN * span
+        return lambda i: int(draws[i % draws.size])
+    fixed = int(float(phase) * span)
+    return lambda i: fixed
+
+
+def bare_loop(loop: CaseLoop, first: int, count: int) -> list[float]:
+    """The same gather + decide with no per-pass timers, snapshots or checks; one clock
+    read per block. Each block's mean (ns per pass)."""
+    path, config = loop.path, loop.config
+    rows = [loop.row_of(i) for i in range(first, first + count)]
+    state, marks = loop.state, []
+    for b in range(0, len(rows) - OVERHEAD_BLOCK + 1, OVERHEAD_BLOCK):
+        marks.append(loop.clock())
+        for row in rows[b : b + OVERHEAD_BLOCK]:
+            state = decide(state, path.gather(row), config, 0.0).state
+    marks.append(loop.clock())
+    loop._after()
+    return [(b - a) / OVERHEAD_BLOCK for a, b in zip(marks[:-1], marks[1:], strict=True)]
+
+
+def to_arrays(s: Samples, offset_ns: int, forward_instants=None) -> dict:
+    """The per-pass figures as int64 arrays; instants moved onto rank 0's clock."""
+    out = {
+        name: np.asarray(getattr(s, f"{name}_ns"), dtype=np.int64)
+        for name in ("pass", "row", "collective", "stall", "decide", "idle_gap", "phase")
+    }
+    starts = np.asarray(s.start_ns, dtype=np.int64)
+    ends = np.asarray(s.end_ns, dtype=np.int64)
+    out["start"] = starts - offset_ns
+    out["arrive"] = np.asarray(s.arrive_ns, dtype=np.int64) - offset_ns
+    if forward_instants:
+        f_end = np.array([e for _, e in forward_instants], dtype=np.int64)
+        out["remaining"] = f_end - starts
+        out["exposed"] = np.maximum(0, ends - f_end)
+    out["skipped_slots"] = np.asarray([s.skipped_slots], dtype=np.int64)
+    return out

@@ -131,7 +131,7 @@ def _forward(case: Case, records: list[dict], measured: dict) -> dict:
         "measured_ms": measured,
         "within_tolerance": abs(measured["p50"] / case.forward_ms - 1) <= FORWARD_TOLERANCE,
         "tolerance": FORWARD_TOLERANCE,
-        "calibrated_ms": [x["calibrated_ms"] for x in f],
+        "tuning": [x["tuning"] for x in f],
         "kernels": [x["kernels"] for x in f],
         "matrix_size": f[0]["matrix_size"],
         "kernel_ms": [x["kernel_ms"] for x in f],
