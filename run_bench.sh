@@ -107,7 +107,7 @@ elif ((gpus >= 1)); then
   run_job "$gpus"
   cores=$(nproc)
   for w in 2 4 8; do
-    ((w > gpus && w <= cores)) && run_job "$w" --paths gloo_cpu,shm_cpu,hierarchical --forward-ms 0
+    ((w > gpus && w <= cores)) && run_job "$w" --paths gloo_cpu,shm_cpu,hierarchical --forward-ms 0 --iters 500
   done
 else
   run_job 2

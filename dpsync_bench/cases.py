@@ -115,6 +115,7 @@ class Sweep:
     paths: list[str] = field(default_factory=list)
     shapes: list[str] = field(default_factory=list)
     forward_ms: list[float] = field(default_factory=list)
+    busy_forward_ms: list[float] | None = None  # forwards also run back to back (busy)
     cadences: list[str] = field(default_factory=list)
     variants: bool | None = None  # no-barrier / fine-kernel / high-priority extras
     iters: int | None = None
@@ -130,11 +131,15 @@ class Sweep:
         d = _PRESET_DEFAULTS[preset]
         paths = self.paths or [p for p in d["paths"] if runs_here(p, world_size, gpus, local_world)]
         forward = self.forward_ms or (list(d["forward_ms"]) if gpus else [0.0])
+        busy = self.busy_forward_ms
+        if busy is None:  # the preset's, among the forwards this sweep runs
+            busy = [m for m in d["busy_forward_ms"] if m in forward]
         return Sweep(
             preset=preset,
             paths=paths,
             shapes=self.shapes or default_shapes(world_size),
             forward_ms=forward,
+            busy_forward_ms=busy,
             cadences=self.cadences or list(CADENCES),
             variants=d["variants"] and gpus > 0 if self.variants is None else self.variants,
             iters=self.iters if self.iters is not None else d["iters"],
@@ -162,7 +167,8 @@ class Sweep:
             # Behind a forward: the DP-attention shape (one row per DP replica) only, in the
             # isolated and the busy cadence, to keep the sweep short.
             for ms in (m for m in s.forward_ms if m > 0):
-                for cadence in (c for c in s.cadences if c != "streaming"):
+                wanted = ("isolated", "busy") if ms in s.busy_forward_ms else ("isolated",)
+                for cadence in (c for c in s.cadences if c in wanted):
                     base.append(
                         Case(
                             path, s.shapes[0], ms, cadence, iters=s.forward_iters, warmup=fwd_warmup
@@ -221,6 +227,7 @@ _PRESET_DEFAULTS = {
     "cpu": dict(
         paths=path_names(cuda=False),
         forward_ms=[0.0],
+        busy_forward_ms=[],
         variants=False,
         iters=500,
         forward_iters=200,
@@ -229,14 +236,16 @@ _PRESET_DEFAULTS = {
     "gpu": dict(
         paths=list(PATHS),
         forward_ms=[0.0, 1.0, 5.0, 20.0],
+        busy_forward_ms=[5.0, 20.0],
         variants=True,
         iters=1000,
-        forward_iters=200,
+        forward_iters=100,
         warmup=100,
     ),
     "smoke": dict(
         paths=["gloo_cpu"],
         forward_ms=[0.0],
+        busy_forward_ms=[5.0],
         variants=False,
         iters=50,
         forward_iters=20,

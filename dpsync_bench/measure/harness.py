@@ -30,7 +30,7 @@ from .loop import CaseLoop, Samples, Schedule, bare_loop, phases, to_arrays
 from .machine import gpu_snapshot
 
 MIN_IDLE_GAP_NS = 300_000  # isolated cadence: idle time every rank has before each pass
-MIN_WARMUP_S = 0.3  # warm up for at least this long too: clocks and drivers settle slowly
+MIN_WARMUP_S = 0.2  # warm up for at least this long too: clocks and drivers settle slowly
 PILOT_PASSES = 40
 TUNE_PASSES = 12  # forwards per tuning round
 TUNE_ROUNDS = 5
