@@ -36,7 +36,7 @@ TUNE_PASSES = 12  # forwards per tuning round
 TUNE_ROUNDS = 5
 TUNE_TOLERANCE = 0.02
 MAX_LATE_FRACTION = 0.05
-MAX_ATTEMPTS = 3  # of the isolated loop, each with a longer period than the last
+MAX_ATTEMPTS = 4  # of the isolated loop, each with a longer period than the last
 RAW_CHUNK = 100  # measured and bare passes alternate in chunks this long (drift hits both)
 
 
@@ -227,10 +227,10 @@ class Harness:
         return case.warmup + extra
 
     def _allowance(self) -> int:
-        """Time left for agreeing on each slot: twice every rank's p90 agreement."""
+        """Time left for agreeing on each slot: twice every rank's p99 agreement."""
         g = self.group
         agree = [_timed(g.agree_max, 0) for _ in range(30)]
-        return g.agree_max(int(np.quantile(agree, 0.90) * 2) + 30_000)
+        return g.agree_max(int(np.quantile(agree, 0.99) * 2) + 30_000)
 
     @staticmethod
     def _guess(case: Case, allowance: int) -> int:
@@ -238,7 +238,7 @@ class Harness:
         return 3_000_000 + int(case.forward_ms * 1.5e6) + allowance + MIN_IDLE_GAP_NS
 
     def _isolated(self, case: Case, loop: CaseLoop, fwd, first: int, allowance: int, rec):
-        """A pilot in this cadence sizes the period: every rank's p95 busy time, plus the
+        """A pilot in this cadence sizes the period: every rank's p99 busy time, plus the
         agreement, plus the idle gap. Slots skipped past MAX_LATE_FRACTION, or agreements
         overrunning: again with more of both; the record keeps every attempt."""
         g = self.group
@@ -246,7 +246,7 @@ class Harness:
         schedule = self._schedule(self._guess(case, allowance), allowance)
         busy = loop.isolated(first, PILOT_PASSES, schedule, pilot, fwd)
         first += PILOT_PASSES
-        period = g.agree_max(int(np.quantile(busy, 0.95) * 1.1) + allowance + MIN_IDLE_GAP_NS)
+        period = g.agree_max(int(np.quantile(busy, 0.99) * 1.2) + allowance + MIN_IDLE_GAP_NS)
         attempts = []
         for attempt in range(MAX_ATTEMPTS):
             out = Samples()
@@ -260,7 +260,7 @@ class Harness:
             if (late <= MAX_LATE_FRACTION and not short) or attempt == MAX_ATTEMPTS - 1:
                 break
             # Slots missed, or agreements overran their allowance: more of both, again.
-            period, allowance = int(period * 1.5) + allowance, allowance * 2
+            period, allowance = period * 2 + allowance, allowance * 2
         rec["cadence"] = {
             "allowance_ns": allowance,
             "attempts": attempts,
