@@ -1,9 +1,11 @@
 """A simulated forward pass: bf16 matrix products on a forward stream, of a measured length.
 
 The products fill every SM, like a forward's GEMMs; one lasts about the granularity (coarse
-~1 ms, fine ~0.15 ms). The harness tunes the number of products on whole forwards as its
-case launches them (timed with CUDA events on their stream) and records every measured
-forward's duration, so a label is what was measured. With one GPU per rank, each forward
+~1 ms, fine ~0.15 ms). A forward's length is a number of matrix rows: that many rows' worth
+of full products, the remainder as one product of fewer rows, so it can be tuned finer than
+one kernel. The harness tunes it on whole forwards as its case launches them (timed with
+CUDA events on their stream) and records every measured forward, so a label is what was
+measured. With one GPU per rank, each forward
 starts with a one-element all-reduce among the ranks, as an expert-parallel forward's
 all-to-all lines the ranks up, so the ranks' forwards do not drift apart.
 
@@ -34,7 +36,7 @@ class SimulatedForward:
         times = {size: self._product_ms(size) for size in CANDIDATE_SIZES}
         self.size = min(times, key=lambda s: abs(times[s] / granularity_ms - 1))
         self.kernel_ms = times[self.size]
-        self.kernels = 1
+        self.rows = self.size  # the forward's length, in rows of products (see launch)
         self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
     def _ops(self, size: int):
@@ -60,15 +62,22 @@ class SimulatedForward:
             self.stream.wait_stream(after)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a, b, out = self._ops(self.size)
+        full, rest = divmod(self.rows, self.size)
         with torch.cuda.stream(self.stream):
             start.record()
             if self.ep_group is not None:  # the ranks' forwards start together
                 tdist.all_reduce(self._token, group=self.ep_group)
-            for _ in range(self.kernels):
+            for _ in range(full):
                 torch.matmul(a, b, out=out)
+            if rest:
+                torch.matmul(a[:rest], b, out=out[:rest])
             end.record()
         self._events.append((start, end))
         return len(self._events) - 1
+
+    def rows_for(self, ms: float) -> int:
+        """A first guess at the rows of a forward of `ms`, from one product's time."""
+        return max(1, round(ms / self.kernel_ms * self.size))
 
     def wait(self, handle: int) -> None:
         self._events[handle][1].synchronize()

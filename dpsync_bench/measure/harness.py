@@ -110,9 +110,7 @@ class Harness:
             ep = g.group("nccl", tag="ep") if own_gpu else None
             fwd = SimulatedForward(g.device, GRANULARITIES[case.granularity], 1234 + g.rank, ep)
             self._forwards[case.granularity] = fwd
-        fwd.kernels = self._tuned.get(_tuning_key(case)) or max(
-            1, round(case.forward_ms / fwd.kernel_ms)
-        )
+        fwd.rows = self._tuned.get(_tuning_key(case)) or fwd.rows_for(case.forward_ms)
         return fwd
 
     # ---- one case ---------------------------------------------------------------------
@@ -177,7 +175,7 @@ class Harness:
             fwd = driver.forward
             instants = fwd.host_instants(out.forwards, anchor, fwd.anchor(now_ns))
             rec["forward"].update(
-                kernels=fwd.kernels,
+                rows=fwd.rows,
                 matrix_size=fwd.size,
                 kernel_ms=fwd.kernel_ms,
                 durations_ns=[round(fwd.duration_ms(h) * 1e6) for h in out.forwards],
@@ -186,8 +184,8 @@ class Harness:
         return to_arrays(out, self.group.clock_offset_ns, instants)
 
     def _tune(self, case: Case, loop: CaseLoop, driver, first: int, allowance: int, rec) -> int:
-        """Rounds of the case's own cadence with forwards, each rank adjusting its product
-        count until every rank's median forward is within TUNE_TOLERANCE of the request
+        """Rounds of the case's own cadence with forwards, each rank scaling its forward's
+        rows until every rank's median forward is within TUNE_TOLERANCE of the request
         (agreed: every rank runs the same passes)."""
         fwd, target, rounds = driver.forward, case.forward_ms, []
         for _ in range(TUNE_ROUNDS):
@@ -199,11 +197,11 @@ class Harness:
                 loop.isolated(first, TUNE_PASSES, schedule, pilot, driver)
             first += TUNE_PASSES
             median = float(np.median([fwd.duration_ms(h) for h in pilot.forwards]))
-            rounds.append({"kernels": fwd.kernels, "median_ms": median})
+            rounds.append({"rows": fwd.rows, "median_ms": median})
             if not self.group.agree_max(int(abs(median / target - 1) > TUNE_TOLERANCE)):
                 break
-            fwd.kernels = max(1, round(fwd.kernels * target / median))
-        self._tuned[_tuning_key(case)] = fwd.kernels
+            fwd.rows = max(1, round(fwd.rows * target / median))
+        self._tuned[_tuning_key(case)] = fwd.rows
         rec["forward"] = {"tuning": rounds}
         return first
 

@@ -132,7 +132,7 @@ def _forward(case: Case, records: list[dict], measured: dict) -> dict:
         "within_tolerance": abs(measured["p50"] / case.forward_ms - 1) <= FORWARD_TOLERANCE,
         "tolerance": FORWARD_TOLERANCE,
         "tuning": [x["tuning"] for x in f],
-        "kernels": [x["kernels"] for x in f],
+        "rows": [x["rows"] for x in f],  # of matrix_size-wide products, per rank
         "matrix_size": f[0]["matrix_size"],
         "kernel_ms": [x["kernel_ms"] for x in f],
         "granularity": case.granularity,
