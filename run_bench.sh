@@ -21,7 +21,7 @@ export DPSYNC_COMMAND="./run_bench.sh${*:+ $*}"  # recorded in run.json as the c
 
 die() { echo "run_bench: $*" >&2; exit 2; }
 
-nproc="" run_dir="" nnodes=1 endpoint="" rdzv_id="dpsync" out="" resume="" report=1
+nproc="" run_dir="" failed="" failed_rc=0 nnodes=1 endpoint="" rdzv_id="dpsync" out="" resume="" report=1
 sweep=()
 while (($#)); do
   case "$1" in
@@ -91,12 +91,9 @@ run_job() {  # run_job NPROC [extra sweep options...]
     [[ -s $tmp/pytest-benchmark-w$world.json ]] && mv "$tmp/pytest-benchmark-w$world.json" "$run_dir/"
     target=(--resume "$run_dir")  # the sweep's later jobs add to the same run
   fi
-  if ((rc != 0)); then
-    [[ -n $run_dir ]] && echo "run_bench: results so far in $run_dir" >&2
-    # torchrun's own failure report is long; end with one line that says what broke.
-    echo "run_bench: job failed (torchrun exit $rc): $(why_failed "$tmp" "$run_dir")" >&2
-    rm -rf "$tmp"
-    exit "$rc"
+  if ((rc != 0)) && [[ -z $failed ]]; then  # the sweep goes on; the first failure ends it
+    failed="run_bench: job failed (torchrun exit $rc): $(why_failed "$tmp" "$run_dir")"
+    failed_rc=$rc
   fi
   rm -rf "$tmp"
 }
@@ -118,3 +115,5 @@ if [[ -n $run_dir ]]; then
   fi
   echo "run_bench: results in $run_dir" >&2
 fi
+# torchrun's own failure report is long; end with one line that says what broke.
+[[ -z $failed ]] || { echo "$failed" >&2; exit "$failed_rc"; }

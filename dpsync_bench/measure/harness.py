@@ -183,17 +183,20 @@ class Harness:
             fwd.forget()
         return to_arrays(out, self.group.clock_offset_ns, instants)
 
-    def _tune(self, case: Case, loop: CaseLoop, driver, first: int, allowance: int, rec) -> int:
+    def _tune(
+        self, case: Case, loop: CaseLoop, driver, first: int, allowance: int, rec, period=None
+    ) -> int:
         """Rounds of the case's own cadence with forwards, each rank scaling its forward's
         rows until every rank's median forward is within TUNE_TOLERANCE of the request
-        (agreed: every rank runs the same passes)."""
+        (agreed: every rank runs the same passes). A GPU's clocks depend on how busy it
+        is, so the isolated cadence tunes again at the period it will measure at."""
         fwd, target, rounds = driver.forward, case.forward_ms, []
         for _ in range(TUNE_ROUNDS):
             pilot = Samples()
             if case.cadence == "busy":
                 loop.busy(first, TUNE_PASSES, driver, pilot)
             else:
-                schedule = self._schedule(self._guess(case, allowance), allowance)
+                schedule = self._schedule(period or self._guess(case, allowance), allowance)
                 loop.isolated(first, TUNE_PASSES, schedule, pilot, driver)
             first += TUNE_PASSES
             median = float(np.median([fwd.duration_ms(h) for h in pilot.forwards]))
@@ -202,7 +205,7 @@ class Harness:
                 break
             fwd.rows = max(1, round(fwd.rows * target / median))
         self._tuned[_tuning_key(case)] = fwd.rows
-        rec["forward"] = {"tuning": rounds}
+        rec.setdefault("forward", {"tuning": []})["tuning"] += rounds
         return first
 
     def _warm_up(self, case: Case, loop: CaseLoop, gpu) -> int:
@@ -245,6 +248,8 @@ class Harness:
         busy = loop.isolated(first, PILOT_PASSES, schedule, pilot, fwd)
         first += PILOT_PASSES
         period = g.agree_max(int(np.quantile(busy, 0.99) * 1.2) + allowance + MIN_IDLE_GAP_NS)
+        if fwd is not None:
+            first = self._tune(case, loop, fwd, first, allowance, rec, period)
         attempts = []
         for attempt in range(MAX_ATTEMPTS):
             out = Samples()
