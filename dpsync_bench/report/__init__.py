@@ -1,0 +1,1 @@
+"""Reading results: tables, figures, gate, exports (no torch)."""
