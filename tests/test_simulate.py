@@ -2,60 +2,35 @@
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import importlib
-import importlib.machinery
-import importlib.util
-import io
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
+import synthetic
 
-ROOT = Path(__file__).resolve().parents[1]
-RUN = ROOT / "results" / "nvidia-h200_20261124T001723Z"  # reference run C (1 rank, all paths)
-
-
-def import_report(name: str):
-    """dpsync_bench/report/ is a namespace package, but until the merge moves
-    dpsync_bench/report.py into it that module shadows the folder: then load the folder
-    under a name of its own."""
-    try:
-        return importlib.import_module(f"dpsync_bench.report.{name}")
-    except ModuleNotFoundError:
-        if "report_preview" not in sys.modules:
-            spec = importlib.machinery.ModuleSpec("report_preview", None, is_package=True)
-            spec.submodule_search_locations = [str(ROOT / "dpsync_bench" / "report")]
-            sys.modules["report_preview"] = importlib.util.module_from_spec(spec)
-        return importlib.import_module(f"report_preview.{name}")
+from dpsync_bench.report import scenarios as sc
+from dpsync_bench.report import simulate as sim
+from dpsync_bench.report import simulate_cli as cli
 
 
-sc = import_report("scenarios")
-sim = import_report("simulate")
-cli = import_report("simulate_cli")
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The 1-rank example run (every path, a 5 ms forward), copied: reading never writes."""
+    return synthetic.example_run("x1", tmp_path_factory.mktemp("run"))
+
 
 FREE = sc.SyncModel.constant("free", 0.0)
 CONFIG = sim.EngineConfig()
 
 
 def run_cli(*argv: str) -> str:
-    parser = argparse.ArgumentParser()
-    cli.add_simulate_args(parser)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert cli.cmd_simulate(parser.parse_args(list(argv))) == 0
-    return out.getvalue()
+    return synthetic.run_command(cli.add_simulate_args, cli.cmd_simulate, *argv)
 
 
 @pytest.fixture(scope="module")
-def gloo():
-    return sc.load_sync_model(RUN, "gloo_cpu", 1)
+def gloo(run):
+    return sc.load_sync_model(run, "gloo_cpu", 1)
 
 
 def test_pr23588_two_prefill_rounds_become_one(gloo):
@@ -68,13 +43,13 @@ def test_pr23588_two_prefill_rounds_become_one(gloo):
 @pytest.mark.parametrize(
     "path", ["gloo_cpu", "nccl_device", "nccl_device_one_copy", "nccl_side_stream", "gloo_cuda"]
 )
-def test_pr23588_gain_within_10_percent_of_35_percent(path):
-    c = sim.compare(sc.pr23588(1.0), sc.load_sync_model(RUN, path, 1), CONFIG)
+def test_pr23588_gain_within_10_percent_of_35_percent(path, run):
+    c = sim.compare(sc.pr23588(1.0), sc.load_sync_model(run, path, 1), CONFIG)
     assert 0.9 * 0.35 <= c.gain <= 1.1 * 0.35, f"{path}: gain {c.gain:.3f}"
 
 
-def test_same_seed_same_numbers_and_the_seed_matters():
-    nccl = sc.load_sync_model(RUN, "nccl_device", 1)
+def test_same_seed_same_numbers_and_the_seed_matters(run):
+    nccl = sc.load_sync_model(run, "nccl_device", 1)
     scenario = sc.poisson(3.0, 24, 4, 2048, 4, seed=1)
     config = replace(CONFIG, disaggregated_prefill=False)
 
@@ -162,22 +137,37 @@ def test_forward_model_from_the_cited_figures():
     assert at_8k.prefill_s([8192, 0, 0, 0]) < at_8k.prefill_s([8192] * 4)
 
 
-def test_load_sync_model_reads_the_current_files():
-    stats = json.loads((RUN / "cases" / "gloo_cpu-1x1-idle-streaming-r0.json").read_text())
-    gloo = sc.load_sync_model(RUN, "gloo_cpu", 1)
+def test_load_sync_model_reads_the_current_files(run):
+    stats = json.loads((run / "cases" / "gloo_cpu-1x1-idle-streaming-r0.json").read_text())
+    gloo = sc.load_sync_model(run, "gloo_cpu", 1)
     assert np.median(gloo.idle_pass_us) == pytest.approx(stats["stats"]["pass_us"]["p50"])
     assert not gloo.exposed_us.any()  # gloo never waits for the forward
-    nccl = sc.load_sync_model(RUN, "nccl_device", 1)
-    # Behind a 20 ms forward it stalls ~17 ms; what follows the forward's end is ~0.5 ms.
+    nccl = sc.load_sync_model(run, "nccl_device", 1)
+    # The measured exposed time of the passing (busy) 5 ms forward case, per pass.
+    busy = json.loads(
+        (run / "cases" / "nccl_device-1x1-fwd5ms-busy-barrier-coarse-r0.json").read_text()
+    )
+    assert np.median(nccl.exposed_us) == pytest.approx(busy["stats"]["exposed_us"]["p50"])
     assert 100 < np.median(nccl.exposed_us) < 1_000
-    assert sc.measured_paths(RUN)["nccl_side_stream"] == [1]
+    assert sc.measured_paths(run)["nccl_side_stream"] == [1]
 
 
-def test_load_sync_model_bad_input(tmp_path):
-    with pytest.raises(ValueError, match="no passing shm_cpu case"):
-        sc.load_sync_model(RUN, "shm_cpu", 1)
+def test_read_cases_takes_the_max_over_ranks_per_pass(tmp_path):
+    two_ranks = synthetic.sweep(("nccl_device",), ("2x1",), forward_ms=(5.0,), variants=False)
+    run_dir = synthetic.write_run(tmp_path, two_ranks)
+    by_id = {f"{c.path}-{c.forward_ms:g}-{c.cadence}": c for c in sc.read_cases(run_dir)}
+    raw = two_ranks[2].samples  # the 5 ms isolated case
+    case = by_id["nccl_device-5-isolated"]
+    assert np.array_equal(case.pass_us, raw["pass"].max(axis=0) * 1e-3)
+    assert np.array_equal(case.exposed_us, raw["exposed"].max(axis=0) * 1e-3)
+    assert not by_id["nccl_device-0-streaming"].exposed_us.any() and case.upstream_like
+
+
+def test_load_sync_model_bad_input(run, tmp_path):
+    with pytest.raises(ValueError, match="no passing hierarchical case"):
+        sc.load_sync_model(run, "hierarchical", 1)
     with pytest.raises(ValueError, match="at 4 rank"):
-        sc.load_sync_model(RUN, "gloo_cpu", 4)
+        sc.load_sync_model(run, "gloo_cpu", 4)
     with pytest.raises(ValueError, match="not a run directory"):
         sc.load_sync_model(tmp_path / "missing", "gloo_cpu", 1)
     for samples in ([], [1.0, -2.0], [np.nan]):
@@ -206,8 +196,8 @@ def test_cli_without_a_run_uses_upstreams_gloo_figure():
     assert "sync gloo_cpu (synthetic 160 us" in out and "gain: 35." in out
 
 
-def test_cli_pr23588_prints_both_times_the_gain_and_plots(tmp_path):
-    out = run_cli("--run", str(RUN), "--sweep", "--plots", str(tmp_path))
+def test_cli_pr23588_prints_both_times_the_gain_and_plots(run, tmp_path):
+    out = run_cli("--run", str(run), "--sweep", "--plots", str(tmp_path))
     line = next(x for x in out.splitlines() if "end to end (makespan" in x)
     off_s, on_s = (float(v) for v in line.split()[-2:])
     assert off_s > 1.5 * on_s
@@ -226,22 +216,12 @@ def test_cli_pr23588_prints_both_times_the_gain_and_plots(tmp_path):
         (["--arrival-spread-ms", "-1"], "spread"),
         (["--dp-size", "0"], "dp size"),
         (["--run", "/nonexistent/run"], "not a run directory"),
-        (["--run", str(RUN), "--path", "shm_cpu"], "no passing idle case of shm_cpu"),
+        (["--run", "{run}", "--path", "hierarchical"], "no passing idle case of hierarchical"),
         (["--path", "nccl_device"], "needs --run"),
         (["--scenario", "poisson", "--rate", "0"], "rate > 0"),
     ],
 )
-def test_cli_bad_input_raises_one_line(argv, message):
+def test_cli_bad_input_raises_one_line(argv, message, run):
     with pytest.raises(ValueError, match=message) as info:
-        run_cli(*argv)
+        run_cli(*(arg.format(run=run) for arg in argv))
     assert "\n" not in str(info.value)
-
-
-def test_the_report_modules_import_no_torch():
-    code = (
-        "import sys; sys.path.insert(0, 'tests'); import test_simulate, test_recommend; "
-        "assert 'torch' not in sys.modules, 'torch imported'"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True)
-    assert done.returncode == 0, done.stderr.decode()[-500:]

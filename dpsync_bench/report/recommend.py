@@ -1,7 +1,7 @@
 """`recommend`: the sync path a deployment should use, from a measured run.
 
 Works on torch-free case summaries (dicts: path, world_size, forward_ms (0: idle), cadence,
-pass_us {p50, p99}, stall_us {p50}, exposed_us {p50} optional, check_ok). It states what
+pass_us {p50, p99}, stall_us {p50}, exposed_us {p50} behind a forward, check_ok). It states what
 upstream picks (PR #24768: NCCL device group iff the overlap scheduler is off or
 SGLANG_NCCL_ALL_GATHER_IN_OVERLAP_SCHEDULER_SYNC_BATCH is set, else gloo on CPU; a decode
 engine builds no delayer, PR #23588) and what the best measured path would save.
@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from dpsync_bench.stats import quantile
-
-from .scenarios import read_cases
+from ..results import case_passed, load_run
+from .scenarios import upstream_like
 
 DISAGGREGATION_MODES = ("null", "prefill", "decode")
 TIE_US = 10.0  # costs closer than this are within the run-to-run noise: a tie
@@ -113,15 +112,6 @@ def _describe(cost: PathCost, d: Deployment) -> str:
     return text
 
 
-def _exposed_p50(case: dict) -> float:
-    """Measured when the summary has it; else the stall rule: a pass that stalled for half
-    the forward or more ran its non-stalled part after the forward's end."""
-    if "exposed_us" in case:
-        return case["exposed_us"]["p50"]
-    waited = case["stall_us"]["p50"] >= 0.5 * case["forward_ms"] * 1e3
-    return max(0.0, case["pass_us"]["p50"] - case["stall_us"]["p50"]) if waited else 0.0
-
-
 def path_cost(cases: list[dict], path: str, d: Deployment, world: int) -> Optional[PathCost]:
     """The path's cost in this deployment from its passing cases at `world` ranks."""
     mine = [c for c in cases if c["path"] == path and c["check_ok"] and c["world_size"] == world]
@@ -135,7 +125,7 @@ def path_cost(cases: list[dict], path: str, d: Deployment, world: int) -> Option
     back_to_back = by_cadence.get("streaming", after_forward)
     if d.overlap and busy:
         nearest = [min(busy, key=lambda c, t=ms: abs(c["forward_ms"] - t)) for ms in d.forward_ms]
-        exposed = sum(_exposed_p50(c) for c in nearest) / len(nearest)
+        exposed = sum(c["exposed_us"]["p50"] for c in nearest) / len(nearest)
         stall = sum(c["stall_us"]["p50"] for c in nearest) / len(nearest)
     else:  # the pass runs with the GPU idle (or nothing was measured behind a forward)
         exposed, stall = after_forward["pass_us"]["p50"], after_forward["stall_us"]["p50"]
@@ -234,25 +224,24 @@ def _reasons(best: PathCost, upstream: Optional[PathCost], d: Deployment) -> lis
 
 
 def load_case_summaries(run_dir: Path) -> list[dict]:
-    """Summaries of a run's upstream-like cases (WAR barrier, coarse kernels, default
-    priority, DP-attention shape): the variants are studies, not deployments."""
-
-    def at(samples, q: float = 0.5) -> float:
-        return quantile(sorted(samples.tolist()), q)
-
+    """The run's upstream-like cases (scenarios.upstream_like) as this module reads them,
+    from the summaries alone: a published run without raw samples still advises."""
     summaries = []
-    for c in (c for c in read_cases(run_dir) if c.upstream_like):
+    for case in load_run(Path(run_dir))["cases"].values():
+        if not upstream_like(case):
+            continue
+        s = case["stats"]
         summary = {
-            "path": c.path,
-            "world_size": c.world_size,
-            "forward_ms": c.forward_ms,
-            "cadence": c.cadence,
-            "pass_us": {"p50": at(c.pass_us), "p99": at(c.pass_us, 0.99)},
-            "stall_us": {"p50": at(c.stall_us)},
-            "check_ok": c.check_ok,
+            "path": case["case"]["path"],
+            "world_size": case["world_size"],
+            "forward_ms": float(case["case"]["forward_ms"]),
+            "cadence": case["case"]["cadence"],
+            "pass_us": {q: s["pass_us"][q] for q in ("p50", "p99")},
+            "stall_us": {"p50": s["stall_us"]["p50"]},
+            "check_ok": case_passed(case),
         }
-        if c.forward_ms > 0:
-            summary["exposed_us"] = {"p50": at(c.exposed_us)}
+        if "exposed_us" in s:
+            summary["exposed_us"] = {"p50": s["exposed_us"]["p50"]}
         summaries.append(summary)
     return summaries
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dpsync_bench.results import case_passed, load_run
+from ..results import case_passed, load_run, load_samples
+from ..stats import per_pass
+from .labels import is_main
 
 PR23588 = {"requests": 4, "input_tokens": 8192, "off_s": 3.023, "on_s": 1.957}
 
@@ -217,55 +219,46 @@ def trace(path: Path, dp_size: int) -> Scenario:
     return Scenario("trace", tuple(reqs), deepseek_v3_on_h100(median_input), burst=False)
 
 
+def upstream_like(case: dict) -> bool:
+    """A case as a deployment runs it: the DP-attention shape (one row per DP replica) and
+    none of the variants (no barrier, fine kernels, high priority, a fixed phase)."""
+    return case["case"]["shape"].endswith("x1") and is_main(case)
+
+
 @dataclass(frozen=True)
 class CaseSamples:
-    """One measured case as the simulation and the recommendation read it."""
+    """One measured case as the simulation reads it: per pass, the max over ranks."""
 
     path: str
     world_size: int
     cadence: str
     forward_ms: float  # requested; 0: idle GPU
-    forward_measured_us: float  # p50 of the measured forwards; 0: idle
-    upstream_like: bool  # DP-attention shape, WAR barrier, coarse kernels, default priority
-    pass_us: np.ndarray  # per pass, max over ranks
+    upstream_like: bool
+    pass_us: np.ndarray
     stall_us: np.ndarray
+    exposed_us: np.ndarray  # host time after the forward's end (measured); 0 with no forward
     check_ok: bool
-
-    @property
-    def exposed_us(self) -> np.ndarray:
-        """Host time after the forward's end until the decision, per pass. The current files
-        hold no forward-end instant, so it comes from the stall samples: a pass that stalled
-        for at least half the forward waited for its end, and the rest of that pass
-        (pass - stall) ran after it; a pass that stalled less ran beside the forward."""
-        if self.forward_measured_us <= 0:
-            return np.zeros_like(self.pass_us)
-        waited = self.stall_us >= 0.5 * self.forward_measured_us
-        return np.where(waited, np.maximum(self.pass_us - self.stall_us, 0.0), 0.0)
 
 
 def read_cases(run_dir: Path) -> list[CaseSamples]:
-    """Every case of a run (schema dpsync-bench/case/1: cases/*.json). Raises ValueError
-    (ResultsError) with one line on a missing or corrupt run."""
+    """Every case of a run (schema dpsync-bench/case/2) with its raw samples. Raises
+    ValueError (ResultsError) with one line on a missing or corrupt run, or on a case whose
+    samples were not kept."""
+    run_dir = Path(run_dir)
     cases = []
-    for data in load_run(Path(run_dir))["cases"].values():
-        case, raw = data["case"], data["raw"]
-        measured = (data.get("forward") or {}).get("measured_ms") or {}
-        upstream_like = (
-            str(case.get("shape", "1x1")).endswith("x1")
-            and case.get("barrier", True)
-            and case.get("granularity", "coarse") == "coarse"
-            and case.get("priority", "default") == "default"
-        )
+    for data in load_run(run_dir)["cases"].values():
+        raw = load_samples(run_dir, data["case_id"])
+        us = {f: per_pass(raw[f], "max") * 1e-3 for f in ("pass", "stall", "exposed") if f in raw}
         cases.append(
             CaseSamples(
-                path=case["path"],
-                world_size=int(data.get("world_size", len(raw["pass_us"]))),
-                cadence=case.get("cadence", ""),
-                forward_ms=float(case.get("forward_ms") or 0.0),
-                forward_measured_us=1e3 * float(measured.get("p50", 0.0)),
-                upstream_like=bool(upstream_like),
-                pass_us=np.max(np.asarray(raw["pass_us"], dtype=float), axis=0),
-                stall_us=np.max(np.asarray(raw["stall_us"], dtype=float), axis=0),
+                path=data["case"]["path"],
+                world_size=data["world_size"],
+                cadence=data["case"]["cadence"],
+                forward_ms=float(data["case"]["forward_ms"]),
+                upstream_like=upstream_like(data),
+                pass_us=us["pass"],
+                stall_us=us["stall"],
+                exposed_us=us.get("exposed", np.zeros_like(us["pass"])),
                 check_ok=case_passed(data),
             )
         )
