@@ -1,5 +1,6 @@
-"""The static dashboard: self-contained, names every machine, marks regressions, and every
-image loads in a real browser opened from disk."""
+"""The static dashboard: self-contained, a section per machine kind and world size with its
+recommendation, trends from summaries alone, small; and every image loads in a real
+browser opened from disk."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from pathlib import Path
 import pytest
 import synthetic
 
-from dpsync_bench.cli import main
+from dpsync_bench.cases import UsageError
+from dpsync_bench.report import dashboard
+from dpsync_bench.results import ResultsError, load_run
 
 CPU_KIND = "synth-cpu-2c"
-FEW = dict(paths=("gloo_cpu", "nccl_device"), shapes=("2x1",), forward_ms=(5.0,))
+FEW = dict(paths=("gloo_cpu", "nccl_device"), shapes=("2x1",), iters=60)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = (
     "--headless",
@@ -30,26 +33,32 @@ CHROMIUM_FLAGS = (
 )
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    """Two machine kinds; the GPU one got a new driver, then a 30 % slower night."""
-    root = tmp_path_factory.mktemp("results")
-    for i in range(4):
-        started = synthetic.T0 + i * synthetic.DAY
+def build(*argv: str) -> str:
+    return synthetic.run_command(dashboard.add_dashboard_args, dashboard.cmd_dashboard, *argv)
+
+
+def write_root(root: Path) -> Path:
+    """A GPU kind with three runs (a new driver on the third, 1 and 2 ranks in the last)
+    and a CPU kind with two runs of 2 ranks."""
+    for i in range(3):
         driver = "580.159.04" if i < 2 else "590.1"
-        cases = synthetic.sweep(scale=1.3 if i == 3 else 1.0, seed=i, started=started, **FEW)
+        cases = synthetic.sweep(seed=i, **FEW)
+        if i == 2:
+            cases += synthetic.sweep(("gloo_cpu",), ("1x1",), forward_ms=(), iters=60)
+        started = synthetic.T0 + i * synthetic.DAY
         synthetic.write_run(root, cases, started, meta_machine=synthetic.machine(driver=driver))
     cpu = synthetic.machine(gpus=0, cuda=None, nccl=None, driver=None)
     for i in range(2):
+        cases = synthetic.sweep(("gloo_cpu", "shm_cpu"), ("2x1",), forward_ms=(), iters=60)
         started = synthetic.T0 + i * synthetic.DAY + 60
-        cases = synthetic.sweep(("gloo_cpu",), ("2x1",), forward_ms=(), seed=i, started=started)
         synthetic.write_run(root, cases, started, machine_kind=CPU_KIND, meta_machine=cpu)
     return root
 
 
 @pytest.fixture(scope="module")
-def page(root):
-    assert main(["dashboard", "--results", str(root)]) == 0
+def page(tmp_path_factory):
+    root = write_root(tmp_path_factory.mktemp("results"))
+    assert build("--results", str(root)).strip() == f"dashboard: {root}/dashboard/index.html"
     return root / "dashboard" / "index.html"
 
 
@@ -63,53 +72,80 @@ class _Refs(HTMLParser):
         self.refs += [(tag, k, v) for k, v in attrs if k in ("src", "href")]
 
 
-def _refs(page: Path) -> _Refs:
-    parser = _Refs()
-    parser.feed(page.read_text())
-    return parser
-
-
-def test_page_is_self_contained(page):
-    parsed = _refs(page)
+def test_page_is_self_contained_and_small(page):
+    parsed = _Refs()
+    parsed.feed(page.read_text())
     assert "link" not in parsed.tags  # no stylesheet, font or icon fetched
     images = [v for tag, k, v in parsed.refs if tag == "img"]
-    assert len(images) >= 8
+    assert len(images) >= 10
     for tag, attr, ref in parsed.refs:
         assert tag != "script", "scripts are inline"
         assert not re.match(r"^([a-z]+:|/)", ref), f"{tag} {attr}={ref} is not relative"
-        assert (page.parent / ref).is_file(), f"{ref} missing"
-    for ref in images:
         synthetic.assert_png(page.parent / ref)
     assert not re.search(r"url\(|@import|https?:", page.read_text())
+    size = sum(f.stat().st_size for f in page.parent.rglob("*") if f.is_file())
+    assert size < 1_500_000, f"{size} bytes for 3 sections"
 
 
-def test_page_names_machines_cadence_and_the_regression(page):
+def test_a_section_per_kind_and_world_with_advice_and_stack(page):
     text = page.read_text()
-    head, cpu, gpu = re.split(r'<section id="[^"]+">', text)  # sections sorted by kind
-    assert "NVIDIA H200 x2 · driver 590.1 · torch 2.11.0+cu130 · NCCL 2.28.9" in gpu
-    assert "no GPU (CPU: Synthetic CPU) · driver n/a" in cpu
-    assert "isolated = " in head and "streaming = " in head
-    assert 'class="regression"' in gpu and "REGRESSION" in gpu
-    assert "REGRESSION" not in cpu and "0 regression(s)" in cpu
-    for trend in ("trend-gloo_cpu.png", "trend-nccl_device.png"):
-        assert trend in gpu
-    assert gpu.count("<tr>") - 1 >= 4  # history table: every run
+    kinds = re.findall(r'<h2 id="([^"]+)">', text)
+    assert kinds == [CPU_KIND, synthetic.KIND]  # sorted by kind
+    worlds = re.findall(r"<h3>([^<]+)</h3>", text)
+    assert worlds == [
+        f"{CPU_KIND} · 2 ranks",
+        f"{synthetic.KIND} · 1 rank",
+        f"{synthetic.KIND} · 2 ranks",
+    ]
+    cpu, gpu = text.split('<h2 id="')[1:]
+    assert "no GPU (CPU: Synthetic CPU) · torch 2.11.0+cu130 · NCCL n/a" in cpu
+    assert "NVIDIA H200 x2 · torch 2.11.0+cu130 · NCCL 2.28.9 · CUDA 13.0 · driver 590.1" in gpu
+    assert "driver 580.159.04" in gpu  # the runs table keeps each run's stack
+    # The advice: upstream's rule and the best measured path, overlap on and off.
+    assert "use shm_cpu" in cpu and "upstream picks gloo_cpu" in cpu
+    assert "deployment: dp 2 on 1 host(s), overlap scheduler off" in gpu
+    assert "upstream picks nccl_device" in gpu or "use nccl_device" in gpu
+    assert "fwd 5 ms (measured 5.00)" in gpu and 'class="fail"' not in text
 
 
-def test_trend_window_and_baseline_count(tmp_path, capsys):
-    synthetic.write_history(tmp_path, 5, 1.3, paths=("gloo_cpu",), shapes=("2x1",), forward_ms=())
-    out = tmp_path / "page"
-    assert main(["dashboard", "--results", str(tmp_path), "--out", str(out), "--history", "3"]) == 0
-    text = (out / "index.html").read_text()
-    assert "Trends over the last 3 runs" in text and "REGRESSION" in text
-    assert str(out / "index.html") in capsys.readouterr().out
+def test_trends_only_where_a_series_has_two_runs(page):
+    text = page.read_text()
+    one_rank, two_ranks = text.split("<h3>")[2:]
+    assert "one run so far: no trend yet" in one_rank
+    assert 'src="synth-h200-x2/w2/trend.png"' in two_ranks
+    assert "Trend over the last 3 run(s)" in two_ranks
 
 
-def test_dashboard_of_nothing_exits_2(tmp_path, capsys):
-    assert main(["dashboard", "--results", str(tmp_path)]) == 2
-    assert main(["dashboard", "--results", str(tmp_path / "none")]) == 2
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and all(line.startswith("dpsync: ") for line in err)
+def test_trends_need_no_samples(tmp_path):
+    """History is summaries: with every run's samples gone the page still builds, and the
+    latest run's figures fall back to its summaries."""
+    root = write_root(tmp_path / "results")
+    for samples in root.glob("*/samples"):
+        shutil.rmtree(samples)
+    build("--results", str(root), "--out", str(tmp_path / "page"), "--history", "2")
+    text = (tmp_path / "page" / "index.html").read_text()
+    assert "Trend over the last 2 run(s)" in text
+    for ref in re.findall(r'src="([^"]+)"', text):
+        synthetic.assert_png(tmp_path / "page" / ref)
+
+
+def test_the_example_runs(tmp_path):
+    runs = [synthetic.example_run(name, tmp_path) for name in ("x1", "x2")]
+    build("--results", str(tmp_path))
+    text = (tmp_path / "dashboard" / "index.html").read_text()
+    assert re.findall(r"<h3>([^<]+)</h3>", text) == ["smoke-x1 · 1 rank", "smoke-x2 · 2 ranks"]
+    failed = [c for r in runs for c in load_run(r)["cases"].values() if c["check"]["failures"]]
+    assert text.count('class="fail"') == len(failed) > 0  # forwards measured over 5 % short
+    assert "code ccf4859" in text and "python 3.12.3" in text
+
+
+def test_nothing_to_show_and_bad_history(tmp_path):
+    with pytest.raises(ResultsError, match="no runs with finished cases"):
+        build("--results", str(tmp_path))
+    with pytest.raises(ResultsError, match="no results directory"):
+        build("--results", str(tmp_path / "none"))
+    with pytest.raises(UsageError, match="--history"):
+        build("--results", str(tmp_path), "--history", "0")
 
 
 # ---- a real browser --------------------------------------------------------------------
@@ -128,7 +164,7 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def _loaded_dom(tmp_path: Path, page: Path) -> str:
+def _loaded_body(tmp_path: Path, page: Path) -> str:
     done = _chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
     match = re.search(r"<body[^>]*>", done.stdout)
     assert match, f"no DOM from chromium: {done.stderr[-2000:]}"
@@ -136,16 +172,12 @@ def _loaded_dom(tmp_path: Path, page: Path) -> str:
     return match.group(0)
 
 
-def test_browser_loads_every_image(page, tmp_path):
-    assert 'data-broken-images="0"' in _loaded_dom(tmp_path, page)
-
-
-def test_browser_notices_a_missing_image(page, tmp_path):
-    """The check above can fail: with one figure gone, the page reports it."""
+def test_browser_loads_every_image_and_notices_a_missing_one(page, tmp_path):
+    assert 'data-broken-images="0"' in _loaded_body(tmp_path, page)
     copy = tmp_path / "copy"
     shutil.copytree(page.parent, copy)
-    next(copy.glob("*/latest/cdf.png")).unlink()
-    assert 'data-broken-images="1"' in _loaded_dom(tmp_path, copy / "index.html")
+    next(copy.glob("*/w2/latest/cdf.png")).unlink()
+    assert 'data-broken-images="1"' in _loaded_body(tmp_path, copy / "index.html")
 
 
 def test_browser_screenshot_is_not_blank(page, tmp_path):

@@ -1,147 +1,210 @@
-"""Tables and checks over case results (no measuring here)."""
+"""Tables of runs (summaries only): a line per case, the pivot for the README, the agreement
+of one case's p50 across runs or repeats, the harness-overhead lines; and `report`.
+
+Times are microseconds of the per-pass max over ranks (labels.REDUCTION).
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import argparse
+import statistics
+from pathlib import Path
 
+from ..results import PARTS
 from ..stats import relative_spread
+from .labels import (
+    REDUCTION,
+    cadence_order,
+    case_order,
+    code_label,
+    fmt_us,
+    forward_label,
+    is_main,
+    machine_label,
+    path_order,
+    run_date,
+    shape_label,
+    shape_order,
+)
+from .runs import by_group, load_runs
 
-UNSTABLE_P50 = 0.10  # repeats of one case whose p50s differ more than this are unstable
-
-
-def fmt_us(v) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
-
-
-def summary_rows(case_results: list[dict]) -> list[dict]:
-    rows = []
-    for r in sorted(case_results, key=lambda r: r["case_id"]):
-        s = r["stats"]
-        rows.append(
-            {
-                "case": r["case_id"],
-                "pass_p50": s["pass_us"]["p50"],
-                "pass_p99": s["pass_us"]["p99"],
-                "pass_max": s["pass_us"]["max"],
-                "stall_p50": s["stall_us"]["p50"],
-                "stall_p99": s["stall_us"]["p99"],
-                "device_p50": s.get("device_us", {}).get("p50"),
-                "skew_p50": s["start_skew_us"]["p50"] if "start_skew_us" in s else None,
-                "n": s["pass_us"]["n"],
-                "ok": not r["check"]["failures"],
-            }
-        )
-    return rows
+STABLE_P50 = 0.10  # the same case in two runs (or two repeats) should agree this closely
+SHORT = {"collective": "coll"}
 
 
-def summary_table(case_results: list[dict], markdown: bool = False) -> str:
-    """One line a case: pass latency and stall p50/p99 (us), device time, start skew."""
-    head = [
-        "case",
-        "pass p50",
-        "pass p99",
-        "pass max",
-        "stall p50",
-        "stall p99",
-        "device p50",
-        "skew p50",
-        "n",
-        "check",
-    ]
-    body = [
-        [
-            row["case"],
-            *(
-                fmt_us(row[k])
-                for k in (
-                    "pass_p50",
-                    "pass_p99",
-                    "pass_max",
-                    "stall_p50",
-                    "stall_p99",
-                    "device_p50",
-                    "skew_p50",
-                )
-            ),
-            str(row["n"]),
-            "ok" if row["ok"] else "WRONG",
-        ]
-        for row in summary_rows(case_results)
-    ]
+def render(head: list[str], rows: list[list[str]], markdown: bool = False) -> str:
+    """Markdown, or plain text: first column left-aligned, the numbers right-aligned."""
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(r) + " |" for r in body]
-        return "\n".join(lines)
-    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
 
-    def fmt(r):
-        return "  ".join(
-            x.ljust(w) if i == 0 else x.rjust(w)
-            for i, (x, w) in enumerate(zip(r, widths, strict=True))
-        )
+    def line(r):
+        pairs = enumerate(zip(r, widths, strict=True))
+        return "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in pairs).rstrip()
 
-    return "\n".join([fmt(head)] + [fmt(r) for r in body])
+    return "\n".join([line(head)] + [line(r) for r in rows])
 
 
-def stability(
-    case_results: list[dict], limit: float = UNSTABLE_P50, overhead: bool = True
-) -> list[str]:
-    """Repeats of a case must agree on p50 within `limit`; name those that don't, and
-    the harness-overhead checks that failed."""
-    by_group = defaultdict(list)
-    for r in case_results:
-        by_group[r.get("group_key", r["case_id"])].append(r["stats"]["pass_us"]["p50"])
+def _p(case: dict, metric: str, q: str = "p50") -> str:
+    block = case["stats"].get(metric)
+    return fmt_us(block[q]) if block else "-"
+
+
+def _isolated(case: dict, key: str):
+    detail = case.get("cadence_detail") or {}
+    return detail.get(key) if detail.get("cadence") == "isolated" else None
+
+
+def _late(case: dict) -> str:
+    late = _isolated(case, "late_fraction")
+    return "-" if late is None else f"{100 * late:.1f}"
+
+
+# header, cell of a case
+SUMMARY_COLUMNS = (
+    ("case", lambda c: c["case_id"]),
+    ("GPU", forward_label),
+    ("pass p50", lambda c: _p(c, "pass_us")),
+    ("pass p99", lambda c: _p(c, "pass_us", "p99")),
+    *((f"{SHORT.get(part, part)} p50", lambda c, part=part: _p(c, f"{part}_us")) for part in PARTS),
+    ("exposed p50", lambda c: _p(c, "exposed_us")),
+    ("idle gap p5", lambda c: _p(c, "idle_gap_us", "p5")),
+    ("late %", _late),
+    ("device p50", lambda c: _p(c, "device_us")),
+    ("n", lambda c: str(c["stats"]["pass_us"]["n"])),
+    ("check", lambda c: "FAIL" if c["check"]["failures"] else "ok"),
+)
+
+
+def summary_table(cases, markdown: bool = False) -> str:
+    """A line per case: pass p50/p99, the four parts' p50 (they add up per pass), the time
+    exposed after a forward, the isolated cadence's idle gap and late share, device time."""
+    cases = sorted(cases, key=case_order)
+    rows = [[cell(c) for _, cell in SUMMARY_COLUMNS] for c in cases]
+    return render([h for h, _ in SUMMARY_COLUMNS], rows, markdown)
+
+
+def failure_lines(cases) -> list[str]:
+    """What made each FAIL in the check column fail."""
+    return [
+        f"  FAIL {c['case_id']}: {'; '.join(c['check']['failures'])}"
+        for c in sorted(cases, key=case_order)
+        if c["check"]["failures"]
+    ]
+
+
+def _column(case: dict) -> tuple[float, str]:
+    c = case["case"]
+    return (c["forward_ms"], c["cadence"])
+
+
+def pivot_table(cases, markdown: bool = True) -> str:
+    """A row per path and shape, a column per GPU state and cadence: pass p50 / p99 (us) of
+    the main cases (barrier, coarse kernels, default priority); repeats: their median."""
+    cells: dict[tuple, dict[tuple, list[dict]]] = {}
+    for case in (c for c in cases if is_main(c)):
+        row = (case["case"]["path"], case["case"]["shape"])
+        cells.setdefault(row, {}).setdefault(_column(case), []).append(case)
+    columns = sorted(
+        {col for row in cells.values() for col in row}, key=lambda k: (k[0], cadence_order(k[1]))
+    )
+    rows_order = sorted(cells, key=lambda r: (path_order(r[0]), r[0], shape_order(r[1])))
+    head = ["path · shape"]
+    head += [f"{'idle' if not ms else f'fwd {ms:g} ms'} · {cadence}" for ms, cadence in columns]
+    rows = []
+    for path, shape in rows_order:
+        line = [f"{path} · {shape_label(shape)}"]
+        for col in columns:
+            found = cells[(path, shape)].get(col)
+            if not found:
+                line.append("-")
+                continue
+            p50 = statistics.median(c["stats"]["pass_us"]["p50"] for c in found)
+            p99 = statistics.median(c["stats"]["pass_us"]["p99"] for c in found)
+            line.append(f"{fmt_us(p50)} / {fmt_us(p99)}")
+        rows.append(line)
+    return render(head, rows, markdown)
+
+
+def stability(cases, limit: float = STABLE_P50, overhead: bool = True) -> list[str]:
+    """Cases measured more than once (repeats, or the same case in several runs): the
+    relative p50 difference of each, (max - min) / mean, against `limit`; then the
+    harness-overhead lines."""
+    compared = []
+    for key, group in sorted(by_group(cases).items()):
+        if len(group) > 1:
+            p50s = [c["stats"]["pass_us"]["p50"] for c in group]
+            compared.append((relative_spread(p50s), key, p50s))
     lines = []
-    repeated = {k: v for k, v in by_group.items() if len(v) > 1}
-    unstable = {k: v for k, v in repeated.items() if relative_spread(v) > limit}
-    if repeated:
+    if compared:
+        agree = sum(diff <= limit for diff, _, _ in compared)
+        lines.append(f"stability: {agree}/{len(compared)} cases agree on p50 within {limit:.0%}")
+        rows = [
+            [key, ", ".join(fmt_us(v) for v in p50s), f"{100 * diff:.1f}", _verdict(diff, limit)]
+            for diff, key, p50s in sorted(compared, reverse=True)
+        ]
+        table = render(["case", "p50s (us)", "difference %", ""], rows)
+        lines += ["  " + line for line in table.splitlines()]
+    return lines + (overhead_lines(cases) if overhead else [])
+
+
+def _verdict(diff: float, limit: float) -> str:
+    return "ok" if diff <= limit else "UNSTABLE"
+
+
+def overhead_lines(cases) -> list[str]:
+    """The harness against a bare loop of the same passes (streaming cases measure both)."""
+    measured = [c for c in sorted(cases, key=case_order) if c.get("raw_loop")]
+    if not measured:
+        return []
+    over = [c for c in measured if not c["raw_loop"]["within_limit"]]
+    lines = [f"harness overhead: {len(measured) - len(over)}/{len(measured)} within its limit"]
+    for c in measured:
+        raw = c["raw_loop"]
         lines.append(
-            f"stability: {len(repeated) - len(unstable)}/{len(repeated)} repeated "
-            f"cases agree on p50 within {limit:.0%}"
+            f"  {c['case_id']}: bare loop {raw['mean_us']:.1f} us, harness "
+            f"{raw['harness_mean_us']:.1f} us, {raw['overhead']:+.1%}"
+            + ("" if raw["within_limit"] else "  OVER")
         )
-    for key, p50s in sorted(unstable.items()):
-        lines.append(f"  UNSTABLE {key}: p50s {', '.join(f'{v:.1f}' for v in p50s)} us")
-    for r in case_results if overhead else ():
-        raw = r.get("raw_loop")
-        if raw and not raw["within_limit"]:
-            lines.append(
-                f"  harness overhead {raw['overhead']:+.1%} over the raw loop in "
-                f"{r['case_id']} (raw {raw['mean_us']:.1f} us, harness "
-                f"{raw['harness_mean_us']:.1f} us)"
-            )
     return lines
 
 
-def pivot_table(case_results: list[dict]) -> str:
-    """Markdown: a row per path, a column per GPU state (coarse kernels, with the barrier):
-    pass latency p50 / p99 and stall p50, us."""
-    cols = {}
-    for r in case_results:
-        c = r["case"]
-        if c["forward_ms"] and (
-            not c["barrier"] or c["granularity"] != "coarse" or c["priority"] != "default"
-        ):
-            continue
-        state = "idle" if not c["forward_ms"] else f"fwd {c['forward_ms']:g} ms"
-        key = (f"{state}, {c['cadence']}", c["path"], c["shape"])
-        cols.setdefault(key[0], {})[(c["path"], c["shape"])] = r["stats"]
-    order = sorted(
-        cols,
-        key=lambda k: (k.startswith("fwd"), float(k.split()[1]) if k.startswith("fwd") else 0, k),
-    )
-    rows = sorted({pk for col in cols.values() for pk in col})
-    lines = ["| path (shape) | " + " | ".join(order) + " |", "|---|" + "---|" * len(order)]
-    for path, shape in rows:
-        cells = []
-        for col in order:
-            st = cols[col].get((path, shape))
-            cells.append(
-                "-"
-                if st is None
-                else f"{fmt_us(st['pass_us']['p50'])} / {fmt_us(st['pass_us']['p99'])}"
-                f" ({fmt_us(st['stall_us']['p50'])})"
-            )
-        lines.append(f"| {path} ({shape}) | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def run_header(run: dict) -> list[str]:
+    meta = run["meta"]
+    return [
+        f"# {Path(run['dir']).name}: {machine_label(meta)}",
+        f"# {code_label(meta)} · started {run_date(meta)} · {meta.get('status', '?')}; "
+        f"us, {REDUCTION}",
+    ]
+
+
+def add_report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--plots", action="store_true", help="also write RUN/plots/*.png")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--pivot", action="store_true", help="a row per path, a column per state")
+    form.add_argument("--markdown", action="store_true", help="the summary table as markdown")
+
+
+def cmd_report(args) -> int:
+    """Tables of run directories; with several runs, whether their common cases agree."""
+    runs = load_runs(args.runs)
+    for run in runs:
+        cases = list(run["cases"].values())
+        print("\n".join(run_header(run)))
+        if args.pivot:
+            print(pivot_table(cases))
+        else:
+            print(summary_table(cases, markdown=args.markdown))
+            print("\n".join(failure_lines(cases) + stability(cases)))
+        if args.plots:
+            from .plots import write_run_plots  # matplotlib only when asked for
+
+            for path in write_run_plots(run, Path(run["dir"]) / "plots"):
+                print(f"plot: {path}")
+    if len(runs) > 1:
+        print(f"# the same cases across {len(runs)} runs")
+        everything = [c for run in runs for c in run["cases"].values()]
+        print("\n".join(stability(everything, overhead=False) or ["no case in two runs"]))
+    return 0
