@@ -18,8 +18,7 @@ import torch
 import torch.distributed as tdist
 
 from .console import fail, first_line
-
-DEFAULT_TIMEOUT_S = 60.0
+from .options import DEFAULT_TIMEOUT_S
 
 now_ns = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux: shared by processes of one host
 
