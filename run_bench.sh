@@ -20,6 +20,10 @@ PY=${PYTHON:-python3}
 export DPSYNC_COMMAND="./run_bench.sh${*:+ $*}"  # recorded in run.json as the command run
 
 die() { echo "run_bench: $*" >&2; exit 2; }
+# Stopped from outside (a CI's timeout, Ctrl-C): torchrun is told to stop its ranks, so no job
+# outlives this script; finished cases stay on disk.
+job_pid="" stopped=""
+trap 'stopped=1; [[ -n $job_pid ]] && kill -TERM "$job_pid" 2>/dev/null' TERM INT HUP
 
 nproc="" run_dir="" failed="" failed_rc=0 nnodes=1 endpoint="" rdzv_id="dpsync" out="" resume="" report=1
 sweep=()
@@ -81,8 +85,12 @@ run_job() {  # run_job NPROC [extra sweep options...]
   echo "run_bench: torchrun ${launch[*]} -m pytest benchmarks/ ${pyopts[*]}" >&2
   DPSYNC_RUN_DIR_FILE=$note DPSYNC_JOB_DIR=$tmp "$PY" -m torch.distributed.run "${launch[@]}" -m pytest benchmarks/ \
     -q -p no:cacheprovider --benchmark-json "$tmp/pytest-benchmark-w$world.json" \
-    "${pyopts[@]}" > >(tee "$tmp/stdout") 2> >(tee "$tmp/stderr" >&2)
-  local rc=$?
+    "${pyopts[@]}" > >(tee "$tmp/stdout") 2> >(tee "$tmp/stderr" >&2) &
+  job_pid=$!
+  local rc=0
+  wait "$job_pid" || rc=$?
+  while kill -0 "$job_pid" 2>/dev/null; do wait "$job_pid" || rc=$?; done  # a signal came first
+  job_pid=""
   wait  # for tee
   local got; got=$(head -n 1 "$note" 2>/dev/null)
   [[ -n $got ]] && run_dir=$got
@@ -90,6 +98,11 @@ run_job() {  # run_job NPROC [extra sweep options...]
   if [[ -n $run_dir && -d $run_dir ]]; then
     [[ -s $tmp/pytest-benchmark-w$world.json ]] && mv "$tmp/pytest-benchmark-w$world.json" "$run_dir/"
     target=(--resume "$run_dir")  # the sweep's later jobs add to the same run
+  fi
+  if [[ -n $stopped ]]; then
+    echo "run_bench: stopped by a signal${run_dir:+; results so far in $run_dir}" >&2
+    rm -rf "$tmp"
+    exit 143
   fi
   if ((rc != 0)) && [[ -z $failed ]]; then  # the sweep goes on; the first failure ends it
     failed="run_bench: job failed (torchrun exit $rc): $(why_failed "$tmp" "$run_dir")"

@@ -48,6 +48,9 @@ def _bench_files(run_dir: Path) -> dict[str, tuple[bytes, bytes]]:
         full = _json_bytes(data)
         for bench in data.get("benchmarks") or []:
             (bench.get("stats") or {}).pop("data", None)
+            # extra_info repeats the case file's summary: a published run keeps the pointer
+            extra = bench.get("extra_info") or {}
+            bench["extra_info"] = {k: extra[k] for k in ("case_id", "world_size") if k in extra}
         out[path.name] = (_json_bytes(data), full)
     return out
 
