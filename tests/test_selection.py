@@ -15,16 +15,11 @@ import torch.distributed as dist
 
 from delayer_core.decision import DelayerConfig, GatherSummary
 from delayer_core.delayer import NOT_PREFILLABLE, LocalInfo, PassExecutor, PrefillDelayer
-from delayer_core.paths import (
-    PATHS,
-    GatherShape,
-    GlooCpu,
-    GlooCuda,
-    NcclDevice,
-    NcclDeviceOneCopy,
-    NcclSideStream,
-    path_class,
-)
+from delayer_core.paths import PATHS, path_class, path_info, path_names
+from delayer_core.paths.gloo_cpu import GlooCpu, GlooCuda
+from delayer_core.paths.nccl_device import NcclDevice, NcclDeviceOneCopy
+from delayer_core.paths.nccl_graph import NcclGraph
+from delayer_core.paths.nccl_side_stream import NcclSideStream
 from delayer_core.selection import (
     DECODE_IGNORED_MESSAGE,
     NCCL_FLAG,
@@ -33,6 +28,7 @@ from delayer_core.selection import (
     env_bool,
     select_path,
 )
+from delayer_core.shape import GatherShape
 
 CPU_GROUP = object()  # select_path only passes groups through
 DEVICE_GROUP = object()
@@ -186,19 +182,36 @@ def test_gather_shape_parse_errors(text):
 
 
 def test_path_registry():
-    assert set(PATHS) == {
+    assert list(PATHS) == [
         "gloo_cpu",
         "nccl_device",
         "nccl_device_one_copy",
         "nccl_side_stream",
+        "nccl_graph",
         "gloo_cuda",
-    }
-    for name, cls in PATHS.items():
-        assert path_class(name) is cls and cls.name == name
-    assert {n for n, c in PATHS.items() if c.backend == "gloo"} == {"gloo_cpu", "gloo_cuda"}
-    assert {n for n, c in PATHS.items() if not c.on_cuda} == {"gloo_cpu"}
+        "shm_cpu",
+        "hierarchical",
+    ]
+    for name, info in PATHS.items():
+        cls = path_class(name)
+        assert cls.name == name and cls.info() is info is path_info(name)
+    assert path_names(group="gloo") == ["gloo_cpu", "gloo_cuda", "hierarchical"]
+    assert path_names(cuda=False) == ["gloo_cpu", "shm_cpu", "hierarchical"]
+    assert path_names(one_host=True) == ["shm_cpu"]
+    assert path_names(upstream=True) == ["gloo_cpu", "nccl_device"]
+    assert {n for n in PATHS if path_class(n).upstream_reads} == {"gloo_cpu", "nccl_device"}
     with pytest.raises(ValueError, match="unknown sync path 'nope'"):
         path_class("nope")
+
+
+def test_registry_is_torch_free():
+    """The reading side lists paths without importing torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, delayer_core.paths; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 # --- path construction: no silent CPU/GPU mix ------------------------------------------------
@@ -208,18 +221,22 @@ ONE = GatherShape(1, 1)
 
 @pytest.mark.parametrize("device", ["cuda:0", "cuda", torch.device("cuda", 1)])
 def test_gloo_cpu_rejects_cuda_device(gloo_group, device):
-    with pytest.raises(ValueError, match=r"gloo_cpu keeps its buffer on the CPU, got device cuda"):
+    with pytest.raises(ValueError, match=r"gloo_cpu runs on the CPU, got device cuda"):
         GlooCpu(gloo_group, ONE, device)
 
 
-@pytest.mark.parametrize("cls", [NcclDevice, NcclDeviceOneCopy, NcclSideStream, GlooCuda])
+@pytest.mark.parametrize(
+    "cls", [NcclDevice, NcclDeviceOneCopy, NcclSideStream, NcclGraph, GlooCuda]
+)
 def test_cuda_paths_reject_cpu_device(gloo_group, cls):
-    with pytest.raises(ValueError, match=rf"{cls.name} keeps its buffer on a CUDA device"):
+    with pytest.raises(ValueError, match=rf"{cls.name} runs on a CUDA device, got device cpu"):
         cls(gloo_group, ONE, "cpu")
 
 
-@pytest.mark.parametrize("cls", [NcclDevice, NcclDeviceOneCopy, NcclSideStream])
+@pytest.mark.parametrize("cls", [NcclDevice, NcclDeviceOneCopy, NcclSideStream, NcclGraph])
 def test_nccl_paths_reject_gloo_group(gloo_group, cls):
+    if not torch.cuda.is_available():
+        pytest.skip("the device check comes first: needs a CUDA device to reach the group check")
     with pytest.raises(ValueError, match=rf"{cls.name} needs a nccl group, got gloo"):
         cls(gloo_group, ONE, "cuda:0")
 
@@ -235,13 +252,14 @@ def test_gloo_cpu_gathers_on_one_rank(gloo_group):
     assert path.device == torch.device("cpu")
     assert path.buffer.shape == (1, 1, 5) and path.buffer.dtype == torch.int64
     for i in range(3):
-        summary = path.gather([1, 0, i, 2 * i, 3 * i])
-        assert summary == GatherSummary.from_rows([[1, 0, i, 2 * i, 3 * i]])
-        assert path.gathered_rows() == [[[1, 0, i, 2 * i, 3 * i]]]
-    assert path.stall_ns == 0
-    if hasattr(path, "collective_device_us"):
-        with pytest.raises(ValueError, match="gloo_cpu runs no device collective"):
-            path.collective_device_us()
+        row = [1, 0, i, 2 * i, 3 * i]
+        summary = path.gather(row)  # upstream's lazy reads: all prefillable, none forced
+        assert summary == GatherSummary(1, None, 0, i, 2 * i, 3 * i)
+        assert path.snapshot().tolist() == [[row]]
+        assert path.host_rows([path.snapshot()]).shape == (1, 1, 1, 5)
+    assert path.gpu_ns == 0 and path.describe() == {} and not path.leaves_work_queued
+    with pytest.raises(NotImplementedError, match="gloo_cpu runs no device collective"):
+        path.enqueue_collective()
 
 
 # --- build_delayer: PD gating -----------------------------------------------------------------
@@ -307,7 +325,7 @@ def test_build_delayer_nccl_without_device_group_asserts(gloo_group):
 def test_build_delayer_nccl_on_cpu_device_is_rejected(gloo_group):
     # NCCL was asked for but the caller handed the CPU device: no silent CPU/GPU mix.
     args = ServerArgs(disable_overlap_schedule=True)
-    with pytest.raises(ValueError, match="keeps its buffer on a CUDA device"):
+    with pytest.raises(ValueError, match="nccl_device runs on a CUDA device"):
         build_delayer(
             args, attn_tp_size=1, cpu_group=gloo_group, device_group=gloo_group, device="cpu"
         )

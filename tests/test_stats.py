@@ -1,4 +1,5 @@
-"""dpsync_bench.stats: quantiles, summaries and the cross-rank reductions (pure Python)."""
+"""dpsync_bench.stats: the one quantile, summaries, the cross-rank reductions and block
+means (numpy, no torch)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dpsync_bench.stats import (
+    STAT_KEYS,
+    argmax_counts,
+    block_means,
+    per_pass,
     quantile,
-    reduce_max,
-    reduce_spread,
     relative_spread,
-    slowest_rank_counts,
     summarize,
 )
 
@@ -66,15 +68,22 @@ def test_quantile_rejects_empty_and_out_of_range():
 def test_summarize_matches_numpy(values):
     s = summarize(values)
     arr = np.array(values, dtype=float)
-    assert set(s) == {"p50", "p90", "p99", "max", "min", "mean", "stdev", "n"}
-    assert s["n"] == len(values)
+    assert tuple(s) == ("n", "min", "p5", "p50", "p90", "p99", "max", "mean", "stdev")
+    assert set(s) == set(STAT_KEYS)
+    assert s["n"] == len(values) and isinstance(s["n"], int)
     assert s["min"] == min(values) and s["max"] == max(values)
-    for name, q in (("p50", 50), ("p90", 90), ("p99", 99)):
+    for name, q in (("p5", 5), ("p50", 50), ("p90", 90), ("p99", 99)):
         assert _close(s[name], float(np.percentile(arr, q)))
     assert math.isclose(s["mean"], float(arr.mean()), rel_tol=1e-9, abs_tol=1e-6)
     want_sd = float(arr.std(ddof=1)) if len(values) > 1 else 0.0
     assert math.isclose(s["stdev"], want_sd, rel_tol=1e-6, abs_tol=1e-6)
-    assert s["min"] <= s["p50"] <= s["p90"] <= s["p99"] <= s["max"]
+    assert s["min"] <= s["p5"] <= s["p50"] <= s["p90"] <= s["p99"] <= s["max"]
+
+
+def test_summarize_scales_ns_to_us_and_flattens():
+    s = summarize(np.array([[1_000, 3_000], [2_000, 4_000]]), 1e-3)
+    assert (s["n"], s["min"], s["max"], s["mean"]) == (4, 1.0, 4.0, 2.5)
+    assert s["p50"] == pytest.approx(2.5) and s["p5"] == pytest.approx(1.15)
 
 
 def test_summarize_does_not_modify_input_and_ignores_order():
@@ -86,16 +95,7 @@ def test_summarize_does_not_modify_input_and_ignores_order():
 
 def test_summarize_single_sample():
     s = summarize([7.5])
-    assert s == {
-        "p50": 7.5,
-        "p90": 7.5,
-        "p99": 7.5,
-        "max": 7.5,
-        "min": 7.5,
-        "mean": 7.5,
-        "stdev": 0.0,
-        "n": 1,
-    }
+    assert s == {k: 7.5 for k in STAT_KEYS} | {"n": 1, "stdev": 0.0}
 
 
 def test_summarize_stdev_is_sample_stdev():
@@ -115,20 +115,32 @@ def test_summarize_rejects_non_finite(bad):
 
 
 # ---- cross-rank reductions ----------------------------------------------------------------
-def test_reduce_max_is_per_iteration_max():
-    per_rank = [[1.0, 5.0, 3.0], [2.0, 4.0, 3.0], [0.5, 6.0, 1.0]]
-    assert reduce_max(per_rank) == [2.0, 6.0, 3.0]
+PER_RANK = [[1.0, 5.0, 3.0, 9.0], [2.0, 4.0, 3.0, 1.0], [0.5, 6.0, 1.0, 2.0]]
 
 
-def test_reduce_spread_is_per_iteration_range():
-    per_rank = [[1.0, 5.0, 3.0], [2.0, 4.0, 3.0], [0.5, 6.0, 1.0]]
-    assert reduce_spread(per_rank) == [1.5, 2.0, 2.0]
+@pytest.mark.parametrize(
+    "how, want",
+    [
+        ("max", [2.0, 6.0, 3.0, 9.0]),
+        ("min", [0.5, 4.0, 1.0, 1.0]),
+        ("spread", [1.5, 2.0, 2.0, 8.0]),
+    ],
+)
+def test_per_pass_reductions(how, want):
+    assert per_pass(PER_RANK, how).tolist() == want
 
 
-def test_slowest_rank_counts():
-    per_rank = [[1.0, 5.0, 3.0, 9.0], [2.0, 4.0, 3.0, 1.0], [0.5, 6.0, 1.0, 2.0]]
-    # iteration 2 ties ranks 0 and 1: the first one counts
-    assert slowest_rank_counts(per_rank) == [2, 1, 1]
+def test_per_pass_defaults_to_the_max_and_refuses_unknown_reductions():
+    assert per_pass(PER_RANK).tolist() == per_pass(PER_RANK, "max").tolist()
+    with pytest.raises(ValueError, match="mean"):
+        per_pass(PER_RANK, "mean")
+
+
+def test_argmax_counts_ties_go_to_the_lowest_rank():
+    # pass 2 ties ranks 0 and 1: the first one counts
+    assert argmax_counts(PER_RANK) == [2, 1, 1]
+    assert argmax_counts([[1, 1, 1]]) == [3]
+    assert argmax_counts([[0, 0], [0, 0], [0, 0]]) == [2, 0, 0]  # every rank listed
 
 
 @given(
@@ -145,38 +157,53 @@ def test_slowest_rank_counts():
 @settings(max_examples=150, deadline=None)
 def test_reductions_properties(per_rank):
     iters = len(per_rank[0])
-    mx = reduce_max(per_rank)
-    spread = reduce_spread(per_rank)
-    counts = slowest_rank_counts(per_rank)
-    assert len(mx) == len(spread) == iters
+    mx, mn, spread = (per_pass(per_rank, how) for how in ("max", "min", "spread"))
+    counts = argmax_counts(per_rank)
+    assert len(mx) == len(mn) == len(spread) == iters
     assert len(counts) == len(per_rank) and sum(counts) == iters
     for i in range(iters):
         column = [r[i] for r in per_rank]
-        assert mx[i] == max(column)
+        assert mx[i] == max(column) and mn[i] == min(column)
         assert spread[i] == max(column) - min(column) >= 0
     if len(per_rank) == 1:
-        assert mx == per_rank[0] and all(v == 0 for v in spread) and counts == [iters]
+        assert mx.tolist() == per_rank[0] and not spread.any() and counts == [iters]
 
 
-@pytest.mark.parametrize("fn", [reduce_max, reduce_spread, slowest_rank_counts])
-@pytest.mark.parametrize(
-    "per_rank",
-    [
-        [],  # no ranks
-        [[]],  # one rank, no iterations
-        [[], []],
-        [[1.0, 2.0], [1.0]],  # ragged
-        [[1.0], [1.0, 2.0], [3.0]],
-    ],
-    ids=["no-ranks", "one-empty", "two-empty", "ragged-2", "ragged-3"],
-)
-def test_reductions_reject_ragged_or_empty(fn, per_rank):
+BAD = {
+    "no-ranks": [],
+    "one-empty": [[]],
+    "two-empty": [[], []],
+    "ragged-2": [[1.0, 2.0], [1.0]],
+    "ragged-3": [[1.0], [1.0, 2.0], [3.0]],
+    "flat": [1.0, 2.0],
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_per_pass_rejects_what_is_not_ranks_by_passes(name):
     with pytest.raises(ValueError):
-        fn(per_rank)
+        per_pass(BAD[name])
 
 
+@pytest.mark.parametrize("name", ["no-ranks", "ragged-2", "ragged-3"])
+def test_argmax_counts_rejects_no_ranks_and_ragged_ranks(name):
+    with pytest.raises(ValueError):
+        argmax_counts(BAD[name])
+
+
+def test_argmax_counts_of_no_passes_is_zero_for_every_rank():
+    assert argmax_counts([[], []]) == [0, 0]
+
+
+# ---- spread and blocks ---------------------------------------------------------------------
 def test_relative_spread():
-    assert relative_spread(0.0, 0.0) == 0.0
-    assert relative_spread(10.0, 10.0) == 0.0
-    assert relative_spread(9.0, 11.0) == pytest.approx(0.2)
-    assert relative_spread(11.0, 9.0) == relative_spread(9.0, 11.0)
+    assert relative_spread([0.0, 0.0]) == 0.0
+    assert relative_spread([10.0, 10.0, 10.0]) == 0.0
+    assert relative_spread([9.0, 11.0]) == pytest.approx(0.2)
+    assert relative_spread([11.0, 9.0, 10.0]) == pytest.approx(0.2)
+
+
+def test_block_means_drop_a_trailing_partial_block():
+    assert block_means(range(25), 10).tolist() == [4.5, 14.5]
+    assert block_means([1, 2, 3], 3).tolist() == [2.0]
+    assert block_means([1, 2], 10).size == 0

@@ -21,7 +21,8 @@ import torch.distributed as dist
 
 from delayer_core.decision import DelayerConfig
 from delayer_core.delayer import LocalInfo, PrefillDelayer
-from delayer_core.paths import GatherShape, GlooCpu
+from delayer_core.paths.gloo_cpu import GlooCpu
+from delayer_core.shape import GatherShape
 
 SKIP = None  # this rank does not negotiate, it only finalizes
 FULL = 0.9  # token usage above the watermark
@@ -96,7 +97,7 @@ def run(name, delayer, script, rank, world, out):
             "delayed_count": outcome.delayed_count,
             "passes_waited": outcome.passes_waited,
             "gathers": delayer.gathers,
-            "rows": delayer.sync_path.gathered_rows(),
+            "rows": delayer.sync_path.snapshot().tolist(),  # the buffer the host decided on
         }
         out.write(json.dumps(record) + "\n")
     summary = {

@@ -1,15 +1,20 @@
-"""torchrun worker: every sync path gathers changing rows; results checked on every rank.
+"""torchrun worker: every sync path this job can run gathers changing rows, checked on every
+rank and every pass.
 
     torchrun --nproc-per-node N tests/dist_workers/paths_worker.py OUT_DIR [ITERS [cpu]]
 
-One process per GPU (the CUDA device is LOCAL_RANK). Inits an NCCL default group and a gloo
-group over the same ranks. For each path and each buffer shape that fits the world size it
-gathers ``ITERS`` rows that change every iteration, checks the returned GatherSummary and
-``gathered_rows()`` against the expected buffer, and the stall / device-time accounting
-(through ``collective_device_us`` or, on an older delayer_core, ``time_device`` +
-``device_time_ms``).
-Writes ``OUT_DIR/rank<R>.json``; any mismatch raises (non-zero exit). With ``cpu`` it runs
-gloo_cpu alone on a gloo group (no GPU needed).
+Joins the job as the benchmark does (`dpsync_bench.measure.group.init`: a gloo control
+group, one CUDA device per local rank where there is CUDA) and builds each path from its
+registry entry (`path_class(name).build(group, shape, **options)`). For each path and each
+shape of the world size it runs ITERS passes of prepare / exchange / read with rows that
+reach every decision status, and checks on each pass what the host read (upstream's lazy
+reads where the path claims them) and the gathered buffer (`snapshot`, `host_rows`). CUDA
+paths run a second time with a sleep kernel queued on the current stream every 10th pass (a
+forward in flight). Then: GPU-wait accounting (`gpu_ns` > 0 exactly on CUDA paths), the
+collective's device time (NCCL paths), what the side-stream and graph paths record of their
+stream priority (default and high) and of the capture, and the refusals of a mismatched
+device or group. Writes OUT_DIR/rank<R>.json; any mismatch raises (non-zero exit). With
+`cpu`: the host paths only (gloo_cpu, shm_cpu, hierarchical), no GPU needed.
 """
 
 from __future__ import annotations
@@ -17,149 +22,112 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import timedelta
 
 os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # no NVLink multicast on shared hosts
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
 
-from delayer_core.decision import GatherSummary  # noqa: E402
-from delayer_core.paths import PATHS, GatherShape  # noqa: E402
+from delayer_core.paths import PATHS, path_class  # noqa: E402
+from delayer_core.shape import GatherShape  # noqa: E402
+from dpsync_bench.measure.checks import expected_summary  # noqa: E402
+from dpsync_bench.measure.device_time import collective_device_time  # noqa: E402
+from dpsync_bench.measure.group import init  # noqa: E402
 
 
 def row(rank: int, it: int) -> list[int]:
-    """Rank ``rank``'s row at iteration ``it``: every field changes with both."""
-    return [
-        (rank + it) % 2,  # prefillable: mixed, all or none depending on it
-        int(it % 5 == 0 and rank == it % 3),  # force_allow, now and then
-        rank * it,  # running_batch
-        rank + it,  # max_prefill_bs
-        (7 * it + 3 * rank) % 11,  # waiting_queue_len
-    ]
+    """Every field changes with rank and pass; over 4 passes the TP0 rows are all
+    prefillable, none, then mixed twice, and rank 0 forces now and then."""
+    phase = it % 4
+    prefillable = 1 if phase == 0 else 0 if phase == 1 else (rank + it) % 2
+    force = int(it % 5 == 4 and rank == 0)
+    return [prefillable, force, rank * it % 97, rank + it, (7 * it + 3 * rank) % 11]
 
 
-def expected_buffer(shape: GatherShape, it: int) -> list[list[list[int]]]:
-    # rank = dp_index * attn_tp_size + tp_index (row-major in the flat buffer)
-    return [
-        [row(dp * shape.attn_tp_size + tp, it) for tp in range(shape.attn_tp_size)]
-        for dp in range(shape.dp_rows)
-    ]
+def expected(shape: GatherShape, it: int) -> np.ndarray:
+    rows = [row(r, it) for r in range(shape.world_size)]  # rank = dp * attn_tp + tp
+    return np.array(rows, dtype=np.int64).reshape(shape.dims)
 
 
 def shapes(world: int) -> list[GatherShape]:
-    out = [GatherShape(world, 1)]
-    if world > 1:
-        out.append(GatherShape(1, world))  # only TP0 (rank 0) is read
+    return [GatherShape(world, 1)] + ([GatherShape(1, world)] if world > 1 else [])
+
+
+def check_path(g, name: str, shape: GatherShape, iters: int, *, busy: bool, **options) -> dict:
+    info = PATHS[name]
+    path = path_class(name).build(g, shape, **options)
+    assert path.buffer.shape == shape.dims, (name, path.buffer.shape)
+    statuses = set()
+    for it in range(iters):
+        if busy and it % 10 == 0:
+            torch.cuda._sleep(2_000_000)  # a forward in flight on the current stream
+        path.exchange(path.prepare(row(g.rank, it)))
+        summary = path.read()
+        want = expected(shape, it)
+        assert summary == expected_summary(want[:, 0, :], path.upstream_reads), (name, it, summary)
+        got = path.host_rows([path.snapshot()])[0]
+        assert (got == want).all(), (name, str(shape), it, got.tolist(), want.tolist())
+        statuses.add(summary.status)
+    assert statuses == {"all", "none", "mixed"} or shape.dp_rows == 1, (name, statuses)
+    if info.cuda:
+        torch.cuda.synchronize()
+    assert (path.gpu_ns > 0) == info.cuda, (name, path.gpu_ns)  # host time blocked on the GPU
+    out = {"gpu_ns": path.gpu_ns, "describe": path.describe(), "device_ns": None}
+    if info.gpu_per_rank:
+        out["device_ns"] = collective_device_time(path, g, rounds=3, per_round=5)["ns"]
+        assert len(out["device_ns"]) == 3 and all(ns > 0 for ns in out["device_ns"]), out
+    path.close()
+    g.barrier()
     return out
 
 
-def collective_device_ms(path, cls):
-    """Device time per collective (ms) after the loop, for a delayer_core that offers
-    ``collective_device_us`` (CUDA paths only; a CPU path must refuse it); else None."""
-    if not hasattr(path, "collective_device_us"):
-        return None
-    if not cls.on_cuda:
-        try:
-            path.collective_device_us(rounds=1, back_to_back=1)
-        except ValueError:
-            return None
-        raise AssertionError(f"{cls.name} measured a device collective on the CPU")
-    return [us / 1000.0 for us in path.collective_device_us(rounds=3, back_to_back=5)]
-
-
-def check_path(name, group, device, shape, iters, rank, *, timed):
-    """Gather ``iters`` changing rows; ``timed`` also queues a "forward" (a sleep kernel) on
-    the current stream every 10th pass and asks for the collective's device time."""
-    cls = PATHS[name]
-    path = cls(group, shape, device)
-    assert path.buffer.device.type == ("cuda" if cls.on_cuda else "cpu"), path.buffer.device
-    assert path.buffer.shape == shape.dims
-    # per-gather CUDA events (the time_device / device_time_ms API), NCCL paths only
-    per_gather = timed and cls.backend == "nccl" and hasattr(path, "device_time_ms")
-    if per_gather:
-        path.time_device = True
-    path.stall_ns = 0
-    device_times = []
-    for it in range(iters):
-        if timed and cls.on_cuda and it % 10 == 0:
-            torch.cuda._sleep(2_000_000)  # a forward in flight on the current stream
-        summary = path.gather(row(rank, it))
-        expected = expected_buffer(shape, it)
-        want = GatherSummary.from_rows([dp_rows[0] for dp_rows in expected])  # TP0 view
-        assert summary == want, (name, str(shape), it, summary, want)
-        got = path.gathered_rows()
-        assert got == expected, (name, str(shape), it, got, expected)
-        if per_gather:
-            device_times.append(path.device_time_ms())
-    stall = path.stall_ns
-    if cls.on_cuda:
-        assert stall > 0, (name, stall)
-    else:
-        assert stall == 0, (name, stall)
-    if hasattr(path, "device_time_ms") and not per_gather:
-        assert path.device_time_ms() is None, name
-    if timed and not per_gather:
-        device_times = collective_device_ms(path, cls)
-    if cls.on_cuda:
-        torch.cuda.synchronize()
-    if device_times is not None:
-        assert all(isinstance(t, float) and t > 0.0 for t in device_times), (name, device_times)
-    return {"stall_ns": stall, "device_times_ms": device_times or None}
-
-
-def check_rejections(nccl_group, gloo_group, device, shape):
+def check_rejections(g) -> list[str]:
+    shape = GatherShape(g.world_size, 1)
+    gloo, nccl = g.group("gloo"), g.group("nccl")
     cases = [
-        (PATHS["gloo_cpu"], gloo_group, device, "keeps its buffer on the CPU"),
-        (PATHS["nccl_device"], nccl_group, "cpu", "keeps its buffer on a CUDA device"),
-        (PATHS["nccl_device"], gloo_group, device, "needs a nccl group"),
-        (PATHS["gloo_cpu"], nccl_group, "cpu", "needs a gloo group"),
-        (PATHS["gloo_cuda"], nccl_group, device, "needs a gloo group"),
-        (PATHS["nccl_side_stream"], gloo_group, device, "needs a nccl group"),
+        ("gloo_cpu", gloo, g.device, "gloo_cpu runs on the CPU"),
+        ("nccl_device", nccl, "cpu", "nccl_device runs on a CUDA device"),
+        ("nccl_device", gloo, g.device, "needs a nccl group, got gloo"),
+        ("gloo_cpu", nccl, "cpu", "needs a gloo group, got nccl"),
+        ("gloo_cuda", nccl, g.device, "needs a gloo group, got nccl"),
+        ("nccl_side_stream", gloo, g.device, "needs a nccl group, got gloo"),
     ]
-    for cls, group, dev, message in cases:
+    seen = []
+    for name, group, device, message in cases:
         try:
-            cls(group, shape, dev)
+            path_class(name)(group, shape, device)
         except ValueError as exc:
-            assert message in str(exc), (cls.name, str(exc))
+            assert message in str(exc), (name, str(exc))
+            seen.append(str(exc))
         else:
-            raise AssertionError(f"{cls.name} on {dev} with a mismatched group was accepted")
+            raise AssertionError(f"{name} on {device} with a mismatched group was accepted")
+    return seen
 
 
 def main() -> None:
     out_dir = sys.argv[1]
     iters = int(sys.argv[2]) if len(sys.argv) > 2 else 50
-    cpu_only = len(sys.argv) > 3 and sys.argv[3] == "cpu"  # gloo_cpu alone, no GPU needed
-    local_rank = int(os.environ["LOCAL_RANK"])
-    timeout = timedelta(seconds=30)
-    if cpu_only:
-        dist.init_process_group("gloo", timeout=timeout)
-        gloo_group = nccl_group = dist.group.WORLD
-        device = None
-    else:
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-        dist.init_process_group("nccl", timeout=timeout, device_id=device)
-        gloo_group = dist.new_group(backend="gloo", timeout=timeout)
-        nccl_group = dist.group.WORLD
-        check_rejections(nccl_group, gloo_group, device, GatherShape(dist.get_world_size(), 1))
-    rank, world = dist.get_rank(), dist.get_world_size()
-
-    results = {}
-    for name, cls in PATHS.items():
-        if cpu_only and cls.on_cuda:
-            continue
-        group = gloo_group if cls.backend == "gloo" else nccl_group
-        dev = device if cls.on_cuda else "cpu"
-        for shape in shapes(world):
-            for timed in (False, True):
-                key = f"{name}/{shape}/{'timed' if timed else 'untimed'}"
-                results[key] = check_path(name, group, dev, shape, iters, rank, timed=timed)
-                dist.barrier(group=gloo_group)
-    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as out:
-        json.dump({"rank": rank, "world": world, "iters": iters, "results": results}, out)
-    dist.barrier(group=gloo_group)
-    dist.destroy_process_group()
+    cpu_only = len(sys.argv) > 3 and sys.argv[3] == "cpu"
+    g = init(30.0, want_cuda=not cpu_only)
+    assert cpu_only or g.device is not None, "no CUDA device"
+    names = [n for n, p in PATHS.items() if not (cpu_only and p.cuda)]
+    names = [n for n in names if n != "hierarchical" or g.world_size > 1]
+    report = {"rank": g.rank, "world": g.world_size, "iters": iters, "results": {}}
+    for name in names:
+        priorities = ["default", "high"] if name in ("nccl_side_stream", "nccl_graph") else [None]
+        for shape in shapes(g.world_size):
+            for busy in [False, True] if PATHS[name].cuda else [False]:
+                for prio in priorities:
+                    options = {"priority": prio} if prio else {}
+                    key = "/".join([name, str(shape), "busy" if busy else "idle", prio or ""])
+                    report["results"][key] = check_path(g, name, shape, iters, busy=busy, **options)
+    if not cpu_only:
+        report["rejections"] = check_rejections(g)
+        report["priority_range"] = list(torch.cuda.Stream.priority_range())
+    with open(os.path.join(out_dir, f"rank{g.rank}.json"), "w") as f:
+        json.dump(report, f)
+    g.barrier()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 `BenchProcess` starts `run_bench.sh` (or any command) in its own session, timestamps every
 stderr line as it arrives and, when the hard limit passes, kills the whole process group
-(the test can never hang). `make_case_result` builds a real case result (through
-harness.build_result) from hand-made per-rank records, for the results-module tests.
+(the test can never hang). `make_record` builds one rank's record as the harness returns it,
+`make_case_result` a real case result from such records (through summary.build_result).
 """
 
 from __future__ import annotations
@@ -215,56 +215,83 @@ def smoke_case_ids(world: int = 2, **sweep) -> list[str]:
 
 
 # ---- synthetic results -------------------------------------------------------------------
-_RECORD_DEFAULTS = dict(
-    device_us=None,
-    forward_ms=None,
-    wrong_elements=0,
-    wrong_decisions=0,
-    late_starts=0,
-    raw_block_median_ns=None,
-    period_ns=None,
-    gpu_before=None,
-    gpu_after=None,
-)
+CLEAN = {"wrong_elements": 0, "wrong_reads": 0, "wrong_decisions": 0}
 
 
-def make_record(pass_ns, stall_ns=None, start_ns=None, **kw):
-    """A harness.RankRecord; fields this helper does not know get a neutral value."""
-    from dpsync_bench.harness import RankRecord
+def make_record(
+    pass_ns,
+    *,
+    stall_ns=None,
+    start_ns=None,
+    arrive_ns=None,
+    offset_ns=0,
+    idle_gap_ns=(),
+    phase_ns=(),
+    forward_instants=None,
+    checks=None,
+    **extra,
+):
+    """One rank's record as `Harness.run_case` returns it (samples through `loop.to_arrays`,
+    so their names and types are the harness's). Parts: row = pass/4, decide = pass/8,
+    stall as given (0), collective the rest. `extra`: cadence, forward, device,
+    raw_block_means_ns, path, gpu_state."""
+    from dpsync_bench.measure.loop import Samples, to_arrays
 
     n = len(pass_ns)
-    given = dict(
-        pass_ns=list(pass_ns),
-        stall_ns=list(stall_ns) if stall_ns is not None else [0] * n,
-        start_ns=list(start_ns) if start_ns is not None else [1_000_000 * i for i in range(n)],
-        **{**_RECORD_DEFAULTS, **kw},
+    passes = [int(p) for p in pass_ns]
+    stall = [int(v) for v in stall_ns] if stall_ns is not None else [0] * n
+    row, decide = [p // 4 for p in passes], [p // 8 for p in passes]
+    collective = [p - r - s - d for p, r, s, d in zip(passes, row, stall, decide, strict=True)]
+    start = list(start_ns) if start_ns is not None else [1_000_000 * i for i in range(n)]
+    arrive = (
+        list(arrive_ns)
+        if arrive_ns is not None
+        else [t + r for t, r in zip(start, row, strict=True)]
     )
-    values = {}
-    for f in dataclasses.fields(RankRecord):
-        if f.name in given:
-            values[f.name] = given[f.name]
-        elif f.name == "checked":
-            values[f.name] = n
-        else:
-            ann = str(f.type)
-            values[f.name] = None if "None" in ann else (0 if "int" in ann else None)
-    return RankRecord(**values)
+    end = [t + p for t, p in zip(start, passes, strict=True)]
+    samples = Samples(
+        pass_ns=passes, row_ns=row, collective_ns=collective, stall_ns=stall, decide_ns=decide,
+        start_ns=start, arrive_ns=arrive, end_ns=end, idle_gap_ns=list(idle_gap_ns),
+        phase_ns=list(phase_ns),
+    )  # fmt: skip
+    record = {
+        "samples": to_arrays(samples, offset_ns, forward_instants),
+        "checks": {**CLEAN, "passes_checked": n, **(checks or {})},
+        "path": {},
+        "gpu_state": [None, None],
+    }
+    record.update(extra)
+    return record
 
 
-def make_case_result(case=None, ranks: int = 2, iters: int = 20, machine_kind="test-box", **kw):
-    """A case result as the harness builds it, from deterministic per-rank samples."""
+def isolated_detail(period_ns=2_000_000, late_fraction=0.0, allowance_ns=100_000) -> dict:
+    """The harness's record of an isolated case's attempts (one)."""
+    attempt = {"period_ns": period_ns, "allowance_ns": allowance_ns,
+               "late_fraction": late_fraction, "short_gaps": False}  # fmt: skip
+    return {"allowance_ns": allowance_ns, "attempts": [attempt], "idle_wait": "spin"}
+
+
+def make_case_result(case=None, ranks: int = 2, iters: int = 20, machine_kind="test-box"):
+    """(summary, samples) of a passing case, through `summary.build_result`, from
+    deterministic per-rank records (an isolated case by default)."""
     from dpsync_bench.cases import Case
-    from dpsync_bench.harness import build_result
+    from dpsync_bench.measure.summary import build_result
 
     case = case or Case("gloo_cpu", f"{ranks}x1", cadence="isolated", iters=iters, warmup=5)
-    records = [
-        make_record(
-            [200_000 + 1000 * ((7 * i + 13 * r) % 17) for i in range(iters)],
-            stall_ns=[(i * r) % 5 * 100 for i in range(iters)],
-            start_ns=[1_000_000 * i + 500 * r for i in range(iters)],
-            period_ns=1_000_000 if case.cadence == "isolated" else None,
-            **kw,
+    records = []
+    for r in range(ranks):
+        extra = {}
+        if case.cadence == "isolated":
+            extra["cadence"] = isolated_detail()
+            extra["idle_gap_ns"] = [1_500_000 + 1_000 * ((i + r) % 7) for i in range(iters)]
+        if case.cadence == "streaming" and not case.forward_ms:
+            extra["raw_block_means_ns"] = [190_000.0 + 500 * b for b in range(iters // 10)]
+        records.append(
+            make_record(
+                [200_000 + 1000 * ((7 * i + 13 * r) % 17) for i in range(iters)],
+                stall_ns=[(i * r) % 5 * 100 for i in range(iters)],
+                start_ns=[1_000_000 * i + 500 * r for i in range(iters)],
+                **extra,
+            )
         )
-        for r in range(ranks)
-    ]
-    return build_result(case, records, machine_kind, time.time(), None)
+    return build_result(case, records, machine_kind, time.time())

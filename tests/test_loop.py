@@ -1,0 +1,373 @@
+"""The measured loop's timing rules, pinned with a fake clock and fake peers (no torch).
+
+What is inside the timed window (prepare, exchange, read, decide; not the snapshot, the
+drain or any wait for a slot or a forward); row + collective + stall + decide == pass on
+every pass; the GPU-wait split; the isolated cadence's slot grid (`Schedule`) and idle gap;
+sleep-then-spin waits; the busy cadence's order; phases; `to_arrays`; `bare_loop`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from loop_fakes import (
+    COSTS,
+    DECIDE_NS,
+    DRAIN_NS,
+    SNAPSHOT_NS,
+    FakeAgree,
+    FakeClock,
+    FakeForward,
+    FakeGpu,
+    FakePath,
+    events,
+    make_loop,
+    timed_decide,
+)
+
+from delayer_core.decision import DelayerState
+from dpsync_bench.measure.loop import (
+    OVERHEAD_BLOCK,
+    PHASE_SPAN,
+    SPIN_NS,
+    Samples,
+    Schedule,
+    bare_loop,
+    phases,
+    to_arrays,
+    wait_until,
+)
+
+HOST = {k: v[0] for k, v in COSTS.items()}
+GPU = {k: v[1] for k, v in COSTS.items()}
+WINDOW_NS = sum(HOST.values()) + sum(GPU.values()) + DECIDE_NS
+TICK = 1_000  # a clock read, in the cadence tests (a spin needs the clock to move)
+
+
+def _parts(s: Samples, i: int) -> list[int]:
+    return [s.row_ns[i], s.collective_ns[i], s.stall_ns[i], s.decide_ns[i]]
+
+
+# ---- the timed window ----------------------------------------------------------------------
+def test_window_holds_the_three_steps_and_decide_split_by_gpu_wait(monkeypatch):
+    clock = FakeClock()
+    timed_decide(monkeypatch, clock)
+    loop = make_loop(clock)
+    s = Samples()
+    loop.streaming(0, 5, s)
+    for i in range(5):
+        assert s.pass_ns[i] == WINDOW_NS
+        assert s.row_ns[i] == HOST["prepare"]  # its GPU wait goes to stall
+        assert s.collective_ns[i] == HOST["exchange"]
+        assert s.stall_ns[i] == sum(GPU.values())
+        assert s.decide_ns[i] == HOST["read"] + DECIDE_NS  # reading back, then deciding
+        assert sum(_parts(s, i)) == s.pass_ns[i]
+        assert s.arrive_ns[i] - s.start_ns[i] == sum(COSTS["prepare"])
+        assert s.end_ns[i] - s.start_ns[i] == s.pass_ns[i]
+    assert len(loop.checks) == 5 and [c[0] for c in loop.checks] == list(range(5))
+
+
+def test_snapshot_and_drain_are_outside_the_window(monkeypatch):
+    clock, log = FakeClock(), []
+    timed_decide(monkeypatch, clock)
+    loop = make_loop(clock, FakePath(clock, log=log), gpu=FakeGpu(clock, log))
+    s = Samples()
+    walls = loop.streaming(3, 4, s)
+    assert s.pass_ns == [WINDOW_NS] * 4  # as without a snapshot or a drain
+    assert walls == [WINDOW_NS + SNAPSHOT_NS + DRAIN_NS] * 4
+    gaps = np.diff(s.start_ns)
+    assert (gaps == WINDOW_NS + SNAPSHOT_NS + DRAIN_NS).all()
+    names = [e[0] for e in log]
+    assert names == ["prepare", "exchange", "read", "snapshot", "drain"] * 4
+    for end, (_, _, snap_done) in zip(s.end_ns, events(log, "snapshot"), strict=True):
+        assert snap_done == end + SNAPSHOT_NS  # the snapshot begins once the window closed
+
+
+def test_without_snapshots_nothing_is_copied(monkeypatch):
+    clock, log = FakeClock(), []
+    timed_decide(monkeypatch, clock)
+    loop = make_loop(clock, FakePath(clock, log=log), snapshot=False)
+    loop.streaming(0, 3, Samples())
+    assert not events(log, "snapshot")
+    assert [c[5] for c in loop.checks] == [None] * 3
+
+
+def test_warm_up_records_no_samples_but_keeps_checks_and_state(monkeypatch):
+    clock = FakeClock()
+    timed_decide(monkeypatch, clock)
+    loop = make_loop(clock)
+    assert loop.streaming(0, 4) and len(loop.checks) == 4
+    assert loop.state is loop.checks[-1][4].state  # the decision's state carries on
+    assert loop.checks[1][1] is loop.checks[0][4].state
+
+
+step_cost = st.tuples(st.integers(0, 10**7), st.integers(0, 10**7))
+
+
+@settings(max_examples=200, deadline=None)
+@given(prepare=step_cost, exchange=step_cost, read=step_cost, tick=st.integers(0, 5_000),
+       decide_ns=st.integers(0, 10**6))  # fmt: skip
+def test_parts_add_up_to_the_pass_whatever_the_costs(prepare, exchange, read, tick, decide_ns):
+    clock = FakeClock(tick=tick)
+    path = FakePath(clock, costs={"prepare": prepare, "exchange": exchange, "read": read})
+    loop = make_loop(clock, path)
+    with pytest.MonkeyPatch.context() as mp:
+        timed_decide(mp, clock, decide_ns)
+        s = Samples()
+        loop.streaming(0, 3, s)
+    for i in range(3):
+        assert sum(_parts(s, i)) == s.pass_ns[i]
+        assert s.stall_ns[i] == prepare[1] + exchange[1] + read[1]
+        assert s.row_ns[i] == prepare[0] + tick
+        assert s.collective_ns[i] == exchange[0] + tick
+        assert s.decide_ns[i] == read[0] + decide_ns + 2 * tick
+        assert min(_parts(s, i)) >= 0
+
+
+# ---- the slot grid ---------------------------------------------------------------------------
+def test_schedule_slots_on_the_grid_after_allowance_and_min_gap():
+    sched = Schedule(start_ns=1_000, period_ns=100, min_gap_ns=30, allowance_ns=20)
+    assert sched.next(900) == (1_000, 0)  # earliest 950: the first slot
+    assert sched.next(950) == (1_100, 0)  # earliest 1000: slot 0 is taken, the next one
+    assert sched.next(1_051) == (1_200, 0)  # earliest 1101: 1100 is too close
+    assert sched.next(1_050) == (1_300, 0)  # never a slot twice, never one backwards
+    assert sched.next(1_560) == (1_700, 3)  # earliest 1610: 1400, 1500, 1600 skipped
+    assert sched.next(1_750) == (1_800, 0)  # earliest exactly on a slot: that slot
+
+
+def test_schedule_counts_slots_skipped_before_the_first():
+    assert Schedule(1_000, 100, 30, 20).next(1_250) == (1_300, 3)
+
+
+@pytest.mark.parametrize("period", [0, -5])
+def test_schedule_rejects_a_period_that_is_not_positive(period):
+    with pytest.raises(ValueError, match="period"):
+        Schedule(0, period, 10, 10)
+
+
+ns = st.integers(0, 10**7)
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=st.integers(0, 10**9), period=st.integers(1, 10**7), gap=ns, allowance=ns,
+       readies=st.lists(st.integers(0, 2 * 10**9), max_size=30))  # fmt: skip
+def test_schedule_rules_hold_for_any_readiness(start, period, gap, allowance, readies):
+    a, b = Schedule(start, period, gap, allowance), Schedule(start, period, gap, allowance)
+    last = -1
+    for ready in readies:
+        slot, skipped = a.next(ready)
+        assert b.next(ready) == (slot, skipped)  # every rank gets the same slot
+        k, off_grid = divmod(slot - start, period)
+        assert off_grid == 0 and k > last  # on the grid, each slot used once, in order
+        assert slot >= ready + allowance + gap  # never in the past, never too close
+        assert skipped == k - last - 1
+        if k - 1 > last:  # a free slot was passed over: it was too close
+            assert slot - period < ready + allowance + gap
+        last = k
+
+
+# ---- waiting ---------------------------------------------------------------------------------
+def test_wait_until_sleeps_then_spins_the_last_stretch():
+    clock = FakeClock(tick=TICK)
+    deadline = clock.now + 5_000_000
+    assert wait_until(clock, deadline, clock.sleep) == deadline
+    assert clock.slept == [pytest.approx((5_000_000 - SPIN_NS) * 1e-9)]
+    assert clock.reads == 1 + SPIN_NS // TICK  # one read, the sleep, then the last 200 us spun
+
+
+@pytest.mark.parametrize("ahead", [-10_000, 0, SPIN_NS])
+def test_wait_until_never_sleeps_when_the_deadline_is_close_or_past(ahead):
+    clock = FakeClock(tick=TICK)
+    deadline = clock.now + ahead
+    assert wait_until(clock, deadline, clock.sleep) >= deadline
+    assert clock.slept == []
+
+
+def test_wait_until_without_sleep_spins_all_the_way():
+    clock = FakeClock(tick=TICK)
+    deadline = clock.now + 3_000_000
+    assert wait_until(clock, deadline) == deadline and clock.slept == []
+
+
+# ---- the isolated cadence --------------------------------------------------------------------
+class Recording(Schedule):
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.slots: list[tuple[int, int, int]] = []  # (ready, slot, skipped)
+
+    def next(self, ready_ns):
+        slot, skipped = super().next(ready_ns)
+        self.slots.append((ready_ns, slot, skipped))
+        return slot, skipped
+
+
+def _isolated(mp, clock=None, path=None, forward=None, *, count=6, offset=0, agree_ns=40_000,
+              lead=10_000_000, period=2_000_000, **loop_kw):  # fmt: skip
+    """`count` isolated passes (min gap 300 us, allowance 100 us); what they left behind."""
+    clock, log = clock or FakeClock(tick=TICK), []
+    timed_decide(mp, clock)
+    path = path or FakePath(clock)
+    path.log = log
+    agree = FakeAgree(clock, log, agree_ns)
+    loop = make_loop(clock, path, gpu=FakeGpu(clock, log), agree_max=agree, offset_ns=offset,
+                     sleep=clock.sleep, **loop_kw)  # fmt: skip
+    sched = Recording(clock.now - offset + lead, period, 300_000, 100_000)
+    s = Samples()
+    busy = loop.isolated(0, count, sched, s, forward)
+    agreed = [t for _, _, t in events(log, "agreed")]
+    return clock, log, agree, agreed, sched.slots, s, busy
+
+
+@pytest.mark.parametrize("offset", [0, 7_000_000, -3_000_000])
+def test_isolated_passes_start_at_their_slot_after_a_measured_idle_gap(monkeypatch, offset):
+    clock, _, agree, agreed, slots, s, busy = _isolated(monkeypatch, offset=offset)
+    assert [r for r, _, _ in slots] == agree.asked  # readiness on rank 0's clock
+    for i, (_, slot, _) in enumerate(slots):
+        assert s.start_ns[i] == slot + offset + TICK  # the slot, on this rank's clock
+        assert s.idle_gap_ns[i] == slot + offset - agreed[i]  # agreement's end to the slot
+        assert s.pass_ns[i] == WINDOW_NS + 4 * TICK  # no slot wait inside the window
+        assert sum(_parts(s, i)) == s.pass_ns[i]
+    # busy time: from the slot to the end of the iteration's work (the next readiness)
+    assert busy[:-1] == [
+        a - slot for a, (_, slot, _) in zip(agree.asked[1:], slots[:-1], strict=True)
+    ]
+    assert s.skipped_slots == 0 and len(s.idle_gap_ns) == 6
+    assert to_arrays(s, offset)["start"].tolist() == [slot + TICK for _, slot, _ in slots]
+    assert len(clock.slept) == 6  # each wait slept, then spun the last 200 us
+
+
+def test_isolated_skips_the_slots_a_long_pass_ran_past(monkeypatch):
+    class SlowOnce(FakePath):
+        def exchange(self, local):
+            super().exchange(local)
+            if self.iteration == 2:
+                self.clock.advance(5_500_000)  # past two and a half periods
+
+    clock = FakeClock(tick=TICK)
+    *_, slots, s, _ = _isolated(monkeypatch, clock, SlowOnce(clock), count=5)
+    assert [k for _, _, k in slots] == [0, 0, 0, 3, 0]
+    assert np.diff([slot for _, slot, _ in slots]).tolist() == [
+        2_000_000,
+        2_000_000,
+        8_000_000,
+        2_000_000,
+    ]
+    assert s.skipped_slots == 3
+    assert min(s.idle_gap_ns) >= 300_000 + 100_000 - 40_000  # the allowance covered agreeing
+
+
+def test_isolated_agreement_overrunning_its_allowance_runs_the_pass_late(monkeypatch):
+    """The grid knows only when the ranks were ready: an agreement longer than allowance +
+    min gap leaves the slot in the past and the pass runs late, not skipped. What shows it
+    is that pass's idle gap, about one clock read (the summary's p5 rule and the harness's
+    retry with a larger allowance act on it)."""
+    _, _, _, agreed, slots, s, _ = _isolated(monkeypatch, count=3, agree_ns=1_000_000, lead=500_000)
+    assert s.skipped_slots == 0
+    assert agreed[0] > slots[0][1]  # the first slot passed while the ranks agreed on it
+    assert s.start_ns[0] > slots[0][1] + TICK and s.idle_gap_ns[0] <= TICK
+    for i in (1, 2):  # the later slots had room for the agreement
+        assert s.start_ns[i] == slots[i][1] + TICK and s.idle_gap_ns[i] >= 300_000
+
+
+def test_isolated_with_a_forward_launches_at_the_slot_and_passes_at_the_phase(monkeypatch):
+    clock = FakeClock(tick=TICK)
+    fwd = FakeForward(clock, [], 1_500_000)
+    phase = lambda i: 100_000 * (i + 1)  # noqa: E731
+    _, log, _, _, slots, s, busy = _isolated(monkeypatch, clock, forward=fwd, count=4,
+                                             phase_ns=phase)  # fmt: skip
+    launches = [t for n, _, t in fwd.log if n == "launch"]
+    waits = [t for n, _, t in fwd.log if n == "wait"]
+    for i, (_, slot, _) in enumerate(slots):
+        assert launches[i] == slot + TICK
+        assert s.phase_ns[i] == phase(i)
+        assert s.start_ns[i] == slot + phase(i) + TICK
+        assert s.start_ns[i] < fwd.ends[i]  # the pass ran while its forward did
+    assert s.forwards == [0, 1, 2, 3]
+    assert [e[0] for e in log if e[0] != "snapshot"] == [
+        "agreed", "prepare", "exchange", "read", "drain",
+    ] * 4  # fmt: skip
+    drains = [t for _, _, t in events(log, "drain")]
+    assert all(w >= d for w, d in zip(waits, drains, strict=True))  # waited after the pass
+    assert waits == fwd.ends  # and until the forward ended
+    assert busy == [w - slot for w, (_, slot, _) in zip(waits, slots, strict=True)]
+
+
+# ---- the busy cadence ------------------------------------------------------------------------
+def test_busy_launches_n_waits_n_minus_1_then_passes_at_the_phase(monkeypatch):
+    clock, log = FakeClock(tick=TICK), []
+    timed_decide(monkeypatch, clock)
+    fwd = FakeForward(clock, log, 1_000_000)
+    phase = lambda i: 50_000 * (i + 2)  # noqa: E731
+    loop = make_loop(clock, FakePath(clock, log=log), gpu=FakeGpu(clock, log), phase_ns=phase)
+    s = Samples()
+    loop.busy(0, 3, fwd, s)
+    seq = [(n, h) for n, h, _ in log if n in ("launch", "wait", "prepare")]
+    assert seq == [("launch", 0),
+                   ("launch", 1), ("wait", 0), ("prepare", 0),
+                   ("launch", 2), ("wait", 1), ("prepare", 1),
+                   ("launch", 3), ("wait", 2), ("prepare", 2),
+                   ("wait", 3)]  # fmt: skip
+    waits = {h: t for n, h, t in log if n == "wait"}
+    assert s.forwards == [1, 2, 3]
+    for i in range(3):
+        assert s.phase_ns[i] == phase(i)
+        assert s.start_ns[i] == waits[i] + phase(i) + TICK
+        began = fwd.ends[i + 1] - fwd.duration_ns  # forward i+1 started as i ended
+        assert began == waits[i] and s.start_ns[i] < fwd.ends[i + 1]  # the pass rides on it
+        assert s.pass_ns[i] == WINDOW_NS + 4 * TICK
+
+
+def test_busy_warm_up_records_nothing(monkeypatch):
+    clock = FakeClock(tick=TICK)
+    timed_decide(monkeypatch, clock)
+    loop = make_loop(clock, phase_ns=lambda i: 3 * TICK)
+    fwd = FakeForward(clock, [])
+    loop.busy(0, 4, fwd, None)
+    assert len(fwd.ends) == 5 and len(loop.checks) == 4
+
+
+# ---- phases ----------------------------------------------------------------------------------
+def test_random_phases_are_the_same_on_every_rank_and_within_the_span():
+    a, b = phases(5.0, "random", "case-a"), phases(5.0, "random", "case-a")
+    draws = [a(i) for i in range(4000)]
+    assert draws == [b(i) for i in range(4000)]
+    assert draws != [phases(5.0, "random", "case-b")(i) for i in range(4000)]
+    assert all(isinstance(d, int) and 0 <= d < PHASE_SPAN * 5e6 for d in draws)
+    assert np.mean(draws) == pytest.approx(PHASE_SPAN * 5e6 / 2, rel=0.05)  # uniform
+    assert max(draws) > 0.95 * PHASE_SPAN * 5e6 and min(draws) < 0.05 * PHASE_SPAN * 5e6
+
+
+@pytest.mark.parametrize("phase, want", [("0", 0), ("0.25", 500_000), ("0.5", 1_000_000)])
+def test_fixed_phase_is_that_fraction_of_the_forward(phase, want):
+    of = phases(2.0, phase, "any")
+    assert {of(i) for i in range(100)} == {want}
+
+
+# ---- arrays ----------------------------------------------------------------------------------
+def test_to_arrays_moves_instants_to_rank0_and_derives_forward_figures():
+    s = Samples(pass_ns=[10, 20], row_ns=[1, 2], collective_ns=[5, 6], stall_ns=[3, 4],
+                decide_ns=[1, 8], start_ns=[1_000, 2_000], arrive_ns=[1_001, 2_002],
+                end_ns=[1_010, 2_020], phase_ns=[7, 9], skipped_slots=2)  # fmt: skip
+    out = to_arrays(s, 300, [(900, 1_005), (1_950, 2_100)])
+    assert out["start"].tolist() == [700, 1_700] and out["arrive"].tolist() == [701, 1_702]
+    assert out["remaining"].tolist() == [5, 100]  # forward end - pass start, own clock
+    assert out["exposed"].tolist() == [5, 0]  # pass end past the forward's end, else 0
+    assert out["pass"].tolist() == [10, 20] and out["phase"].tolist() == [7, 9]
+    assert out["skipped_slots"].tolist() == [2] and out["idle_gap"].size == 0
+    assert all(a.dtype == np.int64 for a in out.values())
+    assert "remaining" not in to_arrays(s, 0) and "exposed" not in to_arrays(s, 0)
+
+
+# ---- the bare loop ---------------------------------------------------------------------------
+def test_bare_loop_times_blocks_with_no_snapshot_check_or_state(monkeypatch):
+    clock, log = FakeClock(), []
+    timed_decide(monkeypatch, clock)
+    loop = make_loop(clock, FakePath(clock, log=log), gpu=FakeGpu(clock, log))
+    means = bare_loop(loop, 40, 25)
+    assert means == [WINDOW_NS] * (25 // OVERHEAD_BLOCK)  # per pass, the gather and decide
+    assert loop.checks == [] and loop.state == DelayerState()
+    assert [e[1] for e in events(log, "prepare")] == list(range(40, 40 + 20))  # whole blocks
+    assert not events(log, "snapshot") and [e[0] for e in log[-1:]] == ["drain"]
+    assert bare_loop(loop, 0, OVERHEAD_BLOCK - 1) == []
