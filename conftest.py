@@ -62,7 +62,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     files, so its per-round `data` copy is dropped unless --benchmark-save-data asks."""
     if not config.getoption("benchmark_save_data", False):
         for bench in output_json.get("benchmarks", []):
-            bench.pop("data", None)
+            bench.get("stats", {}).pop("data", None)
 
 
 RUNNER = pytest.StashKey()  # the session's SweepRunner, for the hooks below

@@ -158,6 +158,8 @@ class Sweep:
         for cadence in s.cadences:
             if cadence not in CADENCES:
                 raise UsageError(f"unknown cadence {cadence!r}; known: {', '.join(CADENCES)}")
+        if any(m > 0 for m in s.forward_ms) and not {"isolated", "busy"} & set(s.cadences):
+            raise UsageError("a forward runs in the isolated or busy cadence; none is asked for")
         base: list[Case] = []
         fwd_warmup = min(s.warmup, s.forward_iters)
         for path in s.paths:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from delayer_core.paths import PATHS
+
 from .cases import UsageError
 from .exit_codes import EXIT_USAGE
 from .measure.options import OPTION_SPECS
@@ -42,7 +44,13 @@ def cmd_check(args) -> int:
             raise UsageError("--nproc and --nnodes must be positive")
         os.environ["WORLD_SIZE"] = str(args.nproc * args.nnodes)
         os.environ["LOCAL_WORLD_SIZE"] = str(args.nproc)
-    print(f"{len(plan(options_from(lambda n: getattr(args, n.replace('-', '_')))))} cases")
+    cases = plan(options_from(lambda n: getattr(args, n.replace("-", "_"))))
+    one_host = sorted({c.path for c in cases if PATHS[c.path].one_host})
+    if one_host and args.nnodes > 1:
+        raise UsageError(
+            f"{', '.join(one_host)} needs every rank on one host, one node (use hierarchical)"
+        )
+    print(f"{len(cases)} cases")
     return 0
 
 

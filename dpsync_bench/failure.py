@@ -22,8 +22,10 @@ from pathlib import Path
 
 from .exit_codes import EXIT_FAILED, EXIT_USAGE
 
-# pytest's summary line for a failed data check, e.g. "FAILED benchmarks/x.py::test[case-id]"
+# pytest's summary line for a failed check, e.g. "FAILED benchmarks/x.py::test[case-id]", and
+# the benchmark's assertion, "E   AssertionError: case-id: what failed; ..."
 _FAILED_TEST = re.compile(r"FAILED \S*\[([^\]]+)\]")
+_WHY = re.compile(r"^E\s+AssertionError: (\S+): (.+)$", re.MULTILINE)
 # torchrun's report: "rank : 1 (local_rank: 1)", then "exitcode : -9 (pid: ...)", "time : ..."
 _REPORT_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)")
 _REPORT_FIELD = re.compile(r"^\s*(exitcode|time)\s*:\s*(\S+)")
@@ -120,7 +122,9 @@ def explain(
     `finished`: the local ranks whose session ended normally, None when nobody kept track."""
     failed = sorted(set(_FAILED_TEST.findall(pytest_output)))
     if failed:
-        return f"check failed in case(s) {','.join(failed)} (data, or a condition its label states)"
+        why = dict(_WHY.findall(pytest_output))
+        first = next((why[c] for c in failed if c in why), "")
+        return f"check failed in case(s) {','.join(failed)}" + (f": {first}" if first else "")
     ends = torchrun_report(console_err)
     for local_rank, text in outputs.items():
         end = ends.setdefault(local_rank, RankEnd(local_rank))

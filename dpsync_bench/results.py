@@ -237,6 +237,11 @@ def load_meta(run_dir: Path) -> dict:
     for key in ("started_utc", "status"):
         if key in meta and not isinstance(meta[key], str):
             raise ResultsError(f"{where}: field {key!r} is not text")
+    for key in ("jobs", "resumed_utc"):
+        if key in meta and not isinstance(meta[key], list):
+            raise ResultsError(f"{where}: field {key!r} is not a list")
+    if not all(isinstance(j, dict) for j in meta.get("jobs", [])):
+        raise ResultsError(f"{where}: a job record is not an object")
     return meta
 
 

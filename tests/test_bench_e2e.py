@@ -108,11 +108,6 @@ def test_pytest_benchmark_stats_are_the_per_pass_maxima(e2e):
         assert case_id in b["name"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="conftest.pytest_benchmark_update_json pops bench['data'], but pytest-benchmark "
-    "puts the samples in bench['stats']['data']",
-)
 def test_pytest_benchmark_json_has_no_copy_of_the_samples(e2e):
     _, _, bench, _ = e2e
     assert not any("data" in b["stats"] or "data" in b for b in bench["benchmarks"])

@@ -131,7 +131,13 @@ def test_failed_data_check_comes_first():
         "FAILED benchmarks/test_sync_paths.py::test_sync_path[a-case]\n"
     )
     line = explain(report((0, 1)), outputs(), None, pytest_out, CASE)
-    assert line == "data check failed in case(s) a-case,b-case"
+    assert line == "check failed in case(s) a-case,b-case"
+    why = "E       AssertionError: b-case: 3 wrong elements; idle gap p5 12 us < 300 us\n"
+    line = explain(report((0, 1)), outputs(), None, pytest_out + why, CASE)
+    assert (
+        line
+        == "check failed in case(s) a-case,b-case: 3 wrong elements; idle gap p5 12 us < 300 us"
+    )
 
 
 def test_nothing_known():
@@ -158,7 +164,7 @@ def test_command_reads_what_run_bench_kept(tmp_path: Path):
         f"FAILED benchmarks/test_sync_paths.py::test_sync_path[{CASE}]\n"
     )
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    assert out == f"data check failed in case(s) {CASE}\n"
+    assert out == f"check failed in case(s) {CASE}\n"
     # no run directory (the job died before making one), no logs (a 1-rank job has none)
     shutil.rmtree(job / "logs")
     out = subprocess.run(cmd[:-1] + [""], capture_output=True, text=True, check=True).stdout

@@ -107,11 +107,6 @@ def test_shm_cpu_across_two_hosts_is_refused(shm_refused):
     assert run_dirs(out) == []  # refused before any run directory was made
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the refusal (EXIT_USAGE on every rank, after the rendezvous) reaches run_bench.sh "
-    "as torchrun's exit 1 with its failure report; run_bench.sh exits 1, not 2",
-)
 def test_shm_cpu_across_two_hosts_exits_2_with_one_line(shm_refused):
     jobs, _ = shm_refused
     for job in jobs:

@@ -215,11 +215,3 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def spin_until(deadline_ns: int, clock=now_ns) -> int:
-    """Busy-wait (no sleep jitter) until the clock reaches the deadline; returns now."""
-    t = clock()
-    while t < deadline_ns:
-        t = clock()
-    return t

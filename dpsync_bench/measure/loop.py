@@ -10,7 +10,9 @@ checks, draining the GPU, waiting for slots and forwards) happens outside it.
 Cadences:
 - ``streaming``: passes back to back.
 - ``isolated``: each pass in a slot of an agreed grid, at least ``min_gap`` after the last
-  activity of every rank; a slot already passed, or too close, is skipped, never run late.
+  activity of every rank; a slot already passed, or too close, is skipped. The agreement
+  itself is given an allowance: if it overruns that, the pass runs with a short idle gap
+  (no rank can skip alone), which the recorded gaps show and the harness retries.
   With a forward, the forward is launched at the slot and the pass starts at a phase of it.
 - ``busy``: forwards back to back, as a busy server runs them: iteration N launches forward
   N, waits for forward N-1 (its results), then runs the pass at a phase of forward N.

@@ -40,6 +40,8 @@ class Options:
         if self.resume is not None:
             try:
                 self.resumed = results.load_run(Path(self.resume))
+                if not isinstance(self.resumed["meta"].get("jobs"), list):
+                    raise results.ResultsError(f"{self.resume}/run.json: no list of jobs")
                 with results.locked(Path(self.resume)):  # in use by a running job?
                     pass
             except (results.ResultsError, OSError) as e:

@@ -73,7 +73,7 @@ class SweepRunner:
             fail(f"rank {g.rank}: ranks planned different sweeps (GPU counts differ?)", EXIT_USAGE)
         one_host = sorted({c.path for c in self.cases if PATHS[c.path].one_host})
         if one_host and not g.same_host:
-            fail(f"{', '.join(one_host)} need every rank on one host; the job spans "
+            fail(f"{', '.join(one_host)} needs every rank on one host; the job spans "
                  f"{len(set(g.hosts))} (use hierarchical)", EXIT_USAGE)  # fmt: skip
         info = machine_info() if g.is_leader else None
         job = {
