@@ -19,7 +19,7 @@ from dpsync_bench import results, stats
 from dpsync_bench.measure.summary import REDUCED, US
 
 # Two real runs of the smoke sweep on an H200 machine (1 and 2 ranks), read only.
-EXAMPLES = Path(os.environ.get("DPSYNC_EXAMPLES", "/work/examples"))
+EXAMPLES = Path(os.environ.get("DPSYNC_EXAMPLES", Path(__file__).parent / "data"))
 X1 = EXAMPLES / "smoke-x1_20261130T065359Z"
 X2 = EXAMPLES / "smoke-x2_20261130T065455Z"
 needs_examples = pytest.mark.skipif(

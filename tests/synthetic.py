@@ -35,7 +35,7 @@ T0 = 1_790_000_000.0  # a fixed UTC instant: run names and order are reproducibl
 DAY = 86_400.0
 BASE_US = {"gloo_cpu": 160.0, "nccl_device": 180.0, "shm_cpu": 6.0, "hierarchical": 40.0}
 QUEUES_ON_FORWARD = {"nccl_device", "nccl_device_one_copy", "gloo_cuda"}
-EXAMPLES = Path(os.environ.get("DPSYNC_EXAMPLES", "/work/examples"))
+EXAMPLES = Path(os.environ.get("DPSYNC_EXAMPLES", Path(__file__).parent / "data"))
 EXAMPLE_RUNS = {"x1": "smoke-x1_20261130T065359Z", "x2": "smoke-x2_20261130T065455Z"}
 
 

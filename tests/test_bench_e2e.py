@@ -121,5 +121,7 @@ def test_pytest_benchmark_json_is_rank_0s_with_the_case_summaries(e2e):
     assert len(bench["benchmarks"]) == len(CASE_IDS)
     for case_id, b in _benchmarks(bench).items():
         case = run["cases"][case_id]
-        for key in ("stats", "cadence_detail", "check", "case", "world_size", "reduction"):
-            assert b["extra_info"][key] == case[key], (case_id, key)
+        info = b["extra_info"]
+        assert (info["world_size"], info["reduction"]) == (case["world_size"], case["reduction"])
+        assert info["failures"] == case["check"]["failures"], case_id
+        assert info["us"]["pass_us"] == [case["stats"]["pass_us"][q] for q in ("p50", "p99")]

@@ -137,11 +137,11 @@ def test_report_on_the_example_runs(tmp_path):
     assert "# smoke-x2_20261130T065455Z: smoke-x2: NVIDIA H200 x2 · torch 2.11.0+cu130" in out
     assert "code ccf4859 · started 2026-11-30 06:54 UTC" in out
     line = next(
-        x for x in out.splitlines() if x.startswith("nccl_device-2x1-fwd5ms-isolated-barrier")
+        x for x in out.splitlines() if x.startswith("nccl_device-1x1-fwd5ms-isolated-barrier")
     )
-    assert "fwd 5 ms (measured 4.64)" in line and line.split()[-1] == "FAIL"
+    assert "fwd 5 ms (measured 4.59)" in line and line.split()[-1] == "FAIL"
     assert (
-        "  FAIL nccl_device-2x1-fwd5ms-isolated-barrier-coarse-r0: forward measured 4.64 ms" in out
+        "  FAIL nccl_device-1x1-fwd5ms-isolated-barrier-coarse-r0: forward measured 4.59 ms" in out
     )
     assert "harness overhead: " in out and "  OVER" in out
     assert out.rstrip().endswith("# the same cases across 2 runs\nno case in two runs")

@@ -318,4 +318,8 @@ def test_fuzz_run_json_either_loads_or_resume_refuses_it(fuzz_run, edits):
         return
     assert loaded["meta"]["schema"] == results.RUN_SCHEMA
     assert set(loaded["cases"]) == {SUMMARY["case_id"]}
+    if not isinstance(loaded["meta"].get("jobs"), list):  # readable, but nothing to extend
+        with pytest.raises(UsageError, match="no list of jobs"):
+            Options(resume=str(fuzz_run)).validate()
+        return
     Options(resume=str(fuzz_run)).validate()

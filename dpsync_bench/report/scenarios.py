@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..results import case_passed, load_run, load_samples
+from ..results import ResultsError, case_passed, load_run, load_samples
 from ..stats import per_pass
 from .labels import is_main
 
@@ -241,14 +241,14 @@ class CaseSamples:
 
 
 def read_cases(run_dir: Path) -> list[CaseSamples]:
-    """Every case of a run (schema dpsync-bench/case/2) with its raw samples. Raises
-    ValueError (ResultsError) with one line on a missing or corrupt run, or on a case whose
-    samples were not kept."""
+    """Every case of a run (schema dpsync-bench/case/2) with its per-pass figures (µs, the
+    max over ranks). A published run may have dropped a case's raw samples: its figures are
+    then drawn from the summary's quantiles (min, p5, p50, p90, p99, max), evenly over the
+    quantile function. Raises ValueError (ResultsError) on a missing or corrupt run."""
     run_dir = Path(run_dir)
     cases = []
     for data in load_run(run_dir)["cases"].values():
-        raw = load_samples(run_dir, data["case_id"])
-        us = {f: per_pass(raw[f], "max") * 1e-3 for f in ("pass", "stall", "exposed") if f in raw}
+        us = _per_pass_us(run_dir, data)
         cases.append(
             CaseSamples(
                 path=data["case"]["path"],
@@ -263,3 +263,20 @@ def read_cases(run_dir: Path) -> list[CaseSamples]:
             )
         )
     return cases
+
+
+_QUANTILE_KEYS = (("min", 0.0), ("p5", 0.05), ("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1))
+
+
+def _per_pass_us(run_dir: Path, data: dict) -> dict[str, np.ndarray]:
+    try:
+        raw = load_samples(run_dir, data["case_id"])
+    except ResultsError:  # samples not kept: the summary's quantile function instead
+        grid = np.linspace(0.0, 1.0, data["stats"]["pass_us"]["n"])
+        qs = [q for _, q in _QUANTILE_KEYS]
+        return {
+            f: np.interp(grid, qs, [data["stats"][f"{f}_us"][k] for k, _ in _QUANTILE_KEYS])
+            for f in ("pass", "stall", "exposed")
+            if f"{f}_us" in data["stats"]
+        }
+    return {f: per_pass(raw[f], "max") * 1e-3 for f in ("pass", "stall", "exposed") if f in raw}
