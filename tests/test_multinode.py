@@ -56,7 +56,8 @@ def test_one_run_directory_written_by_global_rank_0(four_ranks):
     assert meta["status"] == "complete"
     (job,) = meta["jobs"]
     assert (job["world_size"], job["nnodes"]) == (4, 2)
-    assert [r["host"] for r in job["ranks"]] == ["node0", "node0", "node1", "node1"]
+    hosts = [r["host"] for r in job["ranks"]]  # the rendezvous decides which node comes first
+    assert sorted(hosts) == ["node0", "node0", "node1", "node1"] and hosts[0] == hosts[1]
     assert sorted(run["cases"]) == CASE_IDS
     progress = [p for job in jobs for p in job.progress()]
     assert sorted(p[3] for p in progress) == CASE_IDS  # printed once, by rank 0

@@ -14,25 +14,18 @@ from __future__ import annotations
 
 import torch
 
-from ..decision import NUM_FIELDS
 from .base import SyncPath
-from .nccl_side_stream import priority_record, side_stream
+from .nccl_side_stream import NcclSideStream
 
 
-class NcclGraph(SyncPath):
+class NcclGraph(NcclSideStream):
+    """The side stream's pinned buffers, stream and event; its three steps replayed as one
+    captured graph."""
+
     name = "nccl_graph"
 
     def __init__(self, group, shape, device="cuda", *, priority: str = "default") -> None:
-        super().__init__(group, shape, device)
-        self.stream = side_stream(self.device, priority)
-        self._priority = priority
-        self._local = torch.zeros(NUM_FIELDS, dtype=torch.int64, device=self.device)
-        self._host_in = torch.zeros(NUM_FIELDS, dtype=torch.int64).pin_memory()
-        self._host_out = torch.zeros(shape.dims, dtype=torch.int64).pin_memory()
-        self._host_in_view = self._host_in.numpy()
-        self._host_out_view = self._host_out.numpy()
-        self._done = torch.cuda.Event()
-        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        super().__init__(group, shape, device, priority=priority)
         with torch.cuda.stream(self.stream):  # eager warm-up: communicator and connections
             self._steps()
         self.stream.synchronize()
@@ -49,48 +42,22 @@ class NcclGraph(SyncPath):
         # A communicator of its own: NCCL serializes eager and captured use of one.
         return cls(env.group("nccl", tag="graph"), shape, env.device, **options)
 
-    def _steps(self) -> None:
-        self._local.copy_(self._host_in, non_blocking=True)
-        self._gather_into_buffer(self._local)
-        self._host_out.copy_(self.buffer, non_blocking=True)
-
-    def prepare(self, row):
-        # Safe to overwrite: the previous pass waited for its copies to finish.
-        self._host_in_view[:] = row
-        return self._host_in
-
     def exchange(self, local) -> None:
         with torch.cuda.stream(self.stream):
-            if self.graph is not None:
-                self.graph.replay()
-            else:
-                self._steps()
+            self._replay()
             self._done.record()
 
-    def read(self):
-        self._blocking(self._done.synchronize)
-        return self._from_host(self._host_out_view)
-
-    def snapshot(self):
-        return self._host_out_view.copy()
+    def _replay(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._steps()
 
     def describe(self) -> dict:
-        out = priority_record(self.stream, self._priority)
-        out.update(captured=self.graph is not None, capture_error=self.capture_error)
-        return out
+        return {**super().describe(), "captured": self.graph is not None,
+                "capture_error": self.capture_error}  # fmt: skip
 
     def enqueue_collective(self) -> None:
         """One replay: the H2D copy, the gather and the D2H copy."""
         with torch.cuda.stream(self.stream):
-            if self.graph is not None:
-                self.graph.replay()
-            else:
-                self._steps()
-
-    @property
-    def issue_stream(self):
-        return self.stream
-
-    @property
-    def leaves_work_queued(self) -> bool:
-        return False  # read() waited for the stream, the snapshot is a host copy
+            self._replay()

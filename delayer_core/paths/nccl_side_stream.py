@@ -53,11 +53,15 @@ class NcclSideStream(SyncPath):
         self._host_in_view[:] = row
         return self._host_in
 
+    def _steps(self) -> None:
+        """H2D of the pinned row, the gather, D2H into the pinned buffer (queued)."""
+        self._local.copy_(self._host_in, non_blocking=True)
+        self._gather_into_buffer(self._local)
+        self._host_out.copy_(self.buffer, non_blocking=True)
+
     def exchange(self, local) -> None:
         with torch.cuda.stream(self.stream):
-            self._local.copy_(local, non_blocking=True)
-            self._gather_into_buffer(self._local)
-            self._host_out.copy_(self.buffer, non_blocking=True)
+            self._steps()
             self._done.record()
 
     def read(self):

@@ -42,7 +42,29 @@ class _Segment:
             raise RuntimeError(f"rank {who}: {e}") from None
 
 
-class ShmCpu(SyncPath):
+class _ShmPath(SyncPath):
+    """What both shared-memory paths share: built from the job, the row as it is."""
+
+    seg: _Segment
+
+    @classmethod
+    def build(cls, env, shape, **options) -> SyncPath:
+        return cls(env, shape, **options)
+
+    def prepare(self, row):
+        return row
+
+    def snapshot(self):
+        return self._rows().copy()
+
+    def read(self):
+        return self._from_host(self._rows())
+
+    def close(self) -> None:
+        self.seg.ex.close()
+
+
+class ShmCpu(_ShmPath):
     name = "shm_cpu"
 
     def __init__(self, env, shape, *, spin_ns: int = DEFAULT_SPIN_NS) -> None:
@@ -56,33 +78,19 @@ class ShmCpu(SyncPath):
         self._seq = 0
         env.barrier()  # every rank attached and claimed before the first pass
 
-    @classmethod
-    def build(cls, env, shape, **options) -> SyncPath:
-        return cls(env, shape, **options)
-
-    def prepare(self, row):
-        return row
-
     def exchange(self, local) -> None:
         self._seq += 1
         self.seg.ex.publish(self._slot, local, self._seq)
         self.seg.wait(self._all, self._seq)
 
-    def read(self):
-        rows = self.seg.ex.stacked(self._seq).reshape(self.shape.dims)
-        return self._from_host(rows)
-
-    def snapshot(self):
-        return self.seg.ex.stacked(self._seq).reshape(self.shape.dims).copy()
+    def _rows(self):
+        return self.seg.ex.stacked(self._seq).reshape(self.shape.dims)
 
     def describe(self) -> dict:
         return {"spin_ns": self.seg.ex.spin_ns, "segment": "memfd, one per host"}
 
-    def close(self) -> None:
-        self.seg.ex.close()
 
-
-class Hierarchical(SyncPath):
+class Hierarchical(_ShmPath):
     name = "hierarchical"
 
     def __init__(self, env, shape, *, spin_ns: int = DEFAULT_SPIN_NS) -> None:
@@ -106,41 +114,25 @@ class Hierarchical(SyncPath):
             self._blocks = torch.zeros(len(hosts), len(mine), width, dtype=torch.int64)
             # the leaders' blocks arrive host by host; the buffer is in rank order
             self._order = np.argsort(np.concatenate(hosts))
-        self._rows = tuple(range(len(mine)))
+        self._local_slots = tuple(range(len(mine)))
         self._seq = 0
         env.barrier()
-
-    @classmethod
-    def build(cls, env, shape, **options) -> SyncPath:
-        return cls(env, shape, **options)
-
-    def prepare(self, row):
-        return row
 
     def exchange(self, local) -> None:
         self._seq += 1
         ex, seq = self.seg.ex, self._seq
         ex.publish(self._local, local, seq)
         if self.leader:
-            self.seg.wait(self._rows, seq)
-            self._block.numpy()[:] = ex.stacked(seq, len(self._rows))
+            self.seg.wait(self._local_slots, seq)
+            self._block.numpy()[:] = ex.stacked(seq, len(self._local_slots))
             all_gather(self._blocks.view(-1), self._block.view(-1), group=self._leaders)
             world = self._blocks.numpy().reshape(-1, self._block.shape[1])[self._order]
             ex.publish(self._world_slot, world.ravel(), seq)
         else:
             self.seg.wait((self._world_slot,), seq)
 
-    def read(self):
-        return self._from_host(self._world(self._seq))
-
-    def snapshot(self):
-        return self._world(self._seq).copy()
-
-    def _world(self, seq: int) -> np.ndarray:
-        return self.seg.ex.payload(self._world_slot, seq).reshape(self.shape.dims)
+    def _rows(self) -> np.ndarray:
+        return self.seg.ex.payload(self._world_slot, self._seq).reshape(self.shape.dims)
 
     def describe(self) -> dict:
         return {"spin_ns": self.seg.ex.spin_ns, "leaders_over": "gloo"}
-
-    def close(self) -> None:
-        self.seg.ex.close()
