@@ -19,6 +19,17 @@ import torch
 import torch.distributed as tdist
 
 CANDIDATE_SIZES = (512, 1024, 1536, 2048, 3072, 4096, 5120, 6144, 7168, 8192, 10240)
+HOLD_GAIN = 0.5  # while measuring: each forward corrects this share of the last one's error
+HOLD_STEP = 0.03  # ... by at most 3 % a forward
+
+
+def next_rows(rows: int, measured_ms: float, target_ms: float) -> int:
+    """The rows of the next forward: a busier, hotter GPU slows down as a case goes on, so
+    each finished forward nudges the next towards the target (a damped, bounded step)."""
+    if measured_ms <= 0:
+        return rows
+    step = (target_ms / measured_ms - 1) * HOLD_GAIN
+    return max(1, round(rows * (1 + max(-HOLD_STEP, min(HOLD_STEP, step)))))
 
 
 class SimulatedForward:

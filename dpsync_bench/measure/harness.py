@@ -25,6 +25,7 @@ from delayer_core.shape import GatherShape
 from ..cases import GRANULARITIES, Case
 from .checks import check, local_row
 from .device_time import collective_device_time
+from .forward import next_rows
 from .group import RankGroup, now_ns
 from .loop import CaseLoop, Samples, Schedule, bare_loop, phases, to_arrays
 from .machine import gpu_snapshot
@@ -64,6 +65,7 @@ class GpuSide:
         self.sched = torch.cuda.Stream(device)
         self.sched.wait_stream(torch.cuda.default_stream(device))
         self.drains, self.forward, self.barrier = drains, forward, barrier
+        self.hold_ms = None  # while measuring: keep the forwards at this length
 
     def launch(self) -> int:
         handle = self.forward.launch(after=self.sched)
@@ -73,6 +75,9 @@ class GpuSide:
 
     def wait(self, handle: int) -> None:
         self.forward.wait(handle)
+        if self.hold_ms is not None:
+            fwd = self.forward
+            fwd.rows = next_rows(fwd.rows, fwd.duration_ms(handle), self.hold_ms)
 
     def drain(self) -> None:
         if self.drains:
@@ -158,6 +163,7 @@ class Harness:
             first = self._tune(case, loop, driver, first, allowance, rec)
             driver.forward.forget()  # host instants of the forwards from here: two anchors
             anchor = driver.forward.anchor(now_ns)
+            driver.hold_ms = case.forward_ms
         out = Samples()
         if case.cadence == "isolated":
             out = self._isolated(case, loop, driver, first, allowance, rec)
