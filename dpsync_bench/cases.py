@@ -225,35 +225,16 @@ def _variants(path: str, s: Sweep) -> list[Case]:
     return out
 
 
+# fmt: off
 _PRESET_DEFAULTS = {
-    "cpu": dict(
-        paths=path_names(cuda=False),
-        forward_ms=[0.0],
-        busy_forward_ms=[],
-        variants=False,
-        iters=500,
-        forward_iters=200,
-        warmup=100,
-    ),
-    "gpu": dict(
-        paths=list(PATHS),
-        forward_ms=[0.0, 1.0, 5.0, 20.0],
-        busy_forward_ms=[5.0, 20.0],
-        variants=True,
-        iters=1000,
-        forward_iters=100,
-        warmup=100,
-    ),
-    "smoke": dict(
-        paths=["gloo_cpu"],
-        forward_ms=[0.0],
-        busy_forward_ms=[5.0],
-        variants=False,
-        iters=50,
-        forward_iters=20,
-        warmup=10,
-    ),
+    "cpu": dict(paths=path_names(cuda=False), forward_ms=[0.0], busy_forward_ms=[],
+                variants=False, iters=500, forward_iters=200, warmup=100),
+    "gpu": dict(paths=list(PATHS), forward_ms=[0.0, 1.0, 5.0, 20.0], busy_forward_ms=[5.0, 20.0],
+                variants=True, iters=1000, forward_iters=100, warmup=100),
+    "smoke": dict(paths=["gloo_cpu"], forward_ms=[0.0], busy_forward_ms=[5.0],
+                  variants=False, iters=50, forward_iters=20, warmup=10),
 }
+# fmt: on
 
 
 def default_shapes(world_size: int) -> list[str]:

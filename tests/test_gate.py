@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +201,15 @@ def test_within_run_noise_sees_autocorrelation():
     # The p50's standard error: sigma * sqrt(pi / 2 / n) for independent normal draws.
     assert noise.quantile_se(independent, 0.5) == pytest.approx(math.sqrt(math.pi / 8000), rel=0.3)
     assert noise.quantile_se(correlated, 0.5) > 2 * noise.quantile_se(independent, 0.5)
+
+
+def test_the_committed_reference_runs_never_flag_each_other(tmp_path):
+    # Issue 11's bar on the runs a reader sees: two runs of the same code on one machine kind.
+    committed = sorted((Path(__file__).parents[1] / "results").glob("nvidia-h200_*/run.json"))
+    assert len(committed) >= 2
+    for meta in committed:
+        shutil.copytree(meta.parent, tmp_path / meta.parent.name)
+    newest = sorted(tmp_path.iterdir())[-1]
+    verdicts = gate.gate_run(newest)
+    assert verdicts and not any(v.fails for v in verdicts)
+    assert {v.status for v in verdicts} <= {"ok", "cannot tell", "improved"}

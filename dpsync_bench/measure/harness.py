@@ -22,6 +22,7 @@ from delayer_core.decision import DelayerConfig
 from delayer_core.paths import path_class, path_info
 from delayer_core.shape import GatherShape
 
+from .. import stats
 from ..cases import GRANULARITIES, Case
 from .checks import check, local_row
 from .device_time import collective_device_time
@@ -236,7 +237,7 @@ class Harness:
         """Time left for agreeing on each slot: twice every rank's p99 agreement."""
         g = self.group
         agree = [_timed(g.agree_max, 0) for _ in range(30)]
-        return g.agree_max(int(np.quantile(agree, 0.99) * 2) + 30_000)
+        return g.agree_max(int(stats.quantile(agree, 0.99) * 2) + 30_000)
 
     @staticmethod
     def _guess(case: Case, allowance: int) -> int:
@@ -252,7 +253,7 @@ class Harness:
         schedule = self._schedule(self._guess(case, allowance), allowance)
         busy = loop.isolated(first, PILOT_PASSES, schedule, pilot, fwd)
         first += PILOT_PASSES
-        period = g.agree_max(int(np.quantile(busy, 0.99) * 1.2) + allowance + MIN_IDLE_GAP_NS)
+        period = g.agree_max(int(stats.quantile(busy, 0.99) * 1.2) + allowance + MIN_IDLE_GAP_NS)
         if fwd is not None:
             first = self._tune(case, loop, fwd, first, allowance, rec, period)
         attempts = []
@@ -264,7 +265,7 @@ class Harness:
             late = skipped / (case.iters + skipped)
             # judged as the checks judge it: p5 of the per-pass minimum over ranks
             gaps = np.min(g.all_gather_object(np.asarray(out.idle_gap_ns)), axis=0)
-            short = bool(np.quantile(gaps, 0.05) < MIN_IDLE_GAP_NS)
+            short = stats.quantile(gaps, 0.05) < MIN_IDLE_GAP_NS
             attempts.append({"period_ns": period, "allowance_ns": allowance,
                              "late_fraction": late, "short_gaps": bool(short)})  # fmt: skip
             if (late <= MAX_LATE_FRACTION and not short) or attempt == MAX_ATTEMPTS - 1:
