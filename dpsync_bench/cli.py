@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import nightly
 from .cases import UsageError
 from .exit_codes import EXIT_USAGE
 from .measure.options import OPTION_SPECS
@@ -58,6 +59,7 @@ COMMANDS = {
     "export": (export.cmd_export, export.add_export_args),
     "simulate": (simulate.cmd_simulate, simulate.add_simulate_args),
     "recommend": (recommend.cmd_recommend, recommend.add_recommend_args),
+    "nightly": (nightly.cmd_nightly, nightly.add_nightly_args),
 }
 
 
