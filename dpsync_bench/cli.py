@@ -14,6 +14,7 @@ from delayer_core.paths import PATHS
 from .cases import UsageError
 from .exit_codes import EXIT_USAGE
 from .measure.options import OPTION_SPECS
+from .nightly import add_nightly_args, cmd_nightly
 from .report import compare, dashboard, export, history, plots, publish, recommend, tables
 from .report import simulate_cli as simulate
 from .results import ResultsError
@@ -66,6 +67,7 @@ COMMANDS = {
     "export": (export.cmd_export, export.add_export_args),
     "simulate": (simulate.cmd_simulate, simulate.add_simulate_args),
     "recommend": (recommend.cmd_recommend, recommend.add_recommend_args),
+    "nightly": (cmd_nightly, add_nightly_args),
 }
 
 

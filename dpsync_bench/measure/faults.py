@@ -13,10 +13,14 @@ import time
 from ..cases import UsageError
 
 # Testing only: "KIND@RANK:CASE", CASE a case ordinal or "start" (pytest start-up, before any
-# case). exit0 leaves with code 0 mid-job, as a rank that returns early would.
+# case). exit0 leaves with code 0 mid-job, as a rank that returns early would; slow makes the
+# case measurably slower (the nightly test's injected regression): every exchange of its
+# path on that rank starts SLOW_S late, inside the timed pass (20 ms: many times any path's
+# pass, even on CPU cores shared with a busy neighbour).
 FAULT_ENV = "DPSYNC_FAULT"
-FAULT_KINDS = ("kill", "raise", "sleep", "exit", "exit0", "corrupt")
+FAULT_KINDS = ("kill", "raise", "sleep", "exit", "exit0", "corrupt", "slow")
 AT_START_UP = -1
+SLOW_S = 0.02
 
 
 def parse_fault(spec: str | None) -> tuple[str, int, int] | None:
@@ -38,12 +42,13 @@ def parse_fault(spec: str | None) -> tuple[str, int, int] | None:
     return kind, at_rank, at_case
 
 
-def inject_fault(rank: int, ordinal: int) -> bool:
-    """Fail on purpose where DPSYNC_FAULT says (the fault-matrix tests use this); True means
-    "corrupt the gathered buffer in this case"."""
+def inject_fault(rank: int, ordinal: int) -> str | None:
+    """Fail on purpose where DPSYNC_FAULT says (the fault-matrix tests use this); returns
+    what the case itself must do: "corrupt" (damage the gathered buffer), "slow" (slowed())
+    or None."""
     fault = parse_fault(os.environ.get(FAULT_ENV))
     if fault is None or fault[1:] != (rank, ordinal):
-        return False
+        return None
     kind = fault[0]
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -54,7 +59,19 @@ def inject_fault(rank: int, ordinal: int) -> bool:
         time.sleep(3600)
     elif kind in ("exit", "exit0"):
         os._exit(0 if kind == "exit0" else 7)
-    return kind == "corrupt"
+    return kind if kind in ("corrupt", "slow") else None
+
+
+def slowed(path, delay_s: float = SLOW_S):
+    """Fault `slow`: the path, its every exchange starting `delay_s` late on this rank."""
+    exchange = path.exchange
+
+    def slow_exchange(local):
+        time.sleep(delay_s)
+        return exchange(local)
+
+    path.exchange = slow_exchange
+    return path
 
 
 def fault_at_start_up(rank: int) -> None:

@@ -26,6 +26,7 @@ from .. import stats
 from ..cases import GRANULARITIES, Case
 from .checks import check, local_row
 from .device_time import collective_device_time
+from .faults import slowed
 from .forward import next_rows
 from .group import RankGroup, now_ns
 from .loop import CaseLoop, Samples, Schedule, bare_loop, phases, to_arrays
@@ -119,14 +120,17 @@ class Harness:
         return fwd
 
     # ---- one case ---------------------------------------------------------------------
-    def run_case(self, case: Case, corrupt: bool = False) -> dict:
+    def run_case(self, case: Case, corrupt: bool = False, slow: bool = False) -> dict:
         """This rank's record of the case. `corrupt` (tests only) damages one gathered
-        element of every snapshot, as a stale-buffer bug would."""
+        element of every snapshot, as a stale-buffer bug would; `slow` (tests only) delays
+        every exchange (faults.slowed)."""
         g = self.group
         g.current_case = case.case_id
         info = path_info(case.path)
         options = {"priority": case.priority} if case.priority != "default" else {}
         path = self.build_path(case, **options)
+        if slow:
+            path = slowed(path)
         fwd = self.forward(case) if case.forward_ms > 0 else None
         gpu = None
         if g.device is not None and (info.cuda or fwd is not None):

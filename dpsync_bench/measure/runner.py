@@ -156,9 +156,9 @@ class SweepRunner:
         try:
             if g.is_leader and self.run_dir is not None:  # names the case if we die
                 (self.run_dir / "current_case").write_text(case.case_id + "\n")
-            corrupt = inject_fault(g.rank, self._ran)
+            fault = inject_fault(g.rank, self._ran)
             started = time.time()
-            record = self.harness.run_case(case, corrupt=corrupt)
+            record = self.harness.run_case(case, corrupt=fault == "corrupt", slow=fault == "slow")
             records = g.all_gather_object(record)
             summary, samples = build_result(case, records, self.machine_kind, started)
             if g.is_leader and self.run_dir is not None:
