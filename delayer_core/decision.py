@@ -48,8 +48,8 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Optional, Union
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Union
 
 FIELDS = (
     "prefillable",
@@ -116,8 +116,9 @@ class DelayerConfig:
         return (self.max_running_requests + self.dp_size - 1) // self.dp_size
 
 
-@dataclass(frozen=True)
-class DelayerState:
+# The per-pass types are NamedTuples: immutable like frozen dataclasses, but built in a
+# third of the time, and a shared-memory pass is only a few microseconds long.
+class DelayerState(NamedTuple):
     delayed_count: int = 0
     episode_start: Optional[float] = None  # None: no delay episode running
     skip_first_pending: bool = True  # skip_first_delayer not consumed yet
@@ -127,8 +128,7 @@ class DelayerState:
         return self.episode_start is not None
 
 
-@dataclass(frozen=True)
-class GatherSummary:
+class GatherSummary(NamedTuple):
     """The reductions of the TP0 rows that the decision reads (what upstream `.item()`s).
 
     Upstream reads lazily: the prefillable maximum only when the minimum is 0, the last three
@@ -146,18 +146,25 @@ class GatherSummary:
     def from_rows(cls, rows: Sequence[Sequence[int]]) -> GatherSummary:
         if len(rows) == 0:
             raise ValueError("no gathered rows")
-        for row in rows:
-            if len(row) != NUM_FIELDS:
-                raise ValueError(f"a gathered row has {len(row)} fields, expected {NUM_FIELDS}")
-        cols = list(zip(*rows, strict=True))
+        lengths = {*map(len, rows)}
+        if lengths != {NUM_FIELDS}:
+            bad = min(lengths - {NUM_FIELDS})
+            raise ValueError(f"a gathered row has {bad} fields, expected {NUM_FIELDS}")
+        cols = zip(*rows, strict=True)
+        prefillable, force, running, prefill_bs, queue = cols
         return cls(
-            prefillable_min=int(min(cols[0])),
-            prefillable_max=int(max(cols[0])),
-            force_allow_max=int(max(cols[1])),
-            running_batch_max=int(max(cols[2])),
-            max_prefill_bs_max=int(max(cols[3])),
-            waiting_queue_max=int(max(cols[4])),
+            int(min(prefillable)),
+            int(max(prefillable)),
+            int(max(force)),
+            int(max(running)),
+            int(max(prefill_bs)),
+            int(max(queue)),
         )
+
+    @classmethod
+    def from_extrema(cls, lows: Sequence[int], highs: Sequence[int]) -> GatherSummary:
+        """From each field's minimum and maximum over the rows, in FIELDS order."""
+        return cls(lows[0], *highs[:NUM_FIELDS])
 
     @property
     def status(self) -> str:
@@ -168,8 +175,7 @@ class GatherSummary:
         return "mixed"
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     allow: bool
     reason: str
     status: str
@@ -201,7 +207,7 @@ def decide(state: DelayerState, rows: Rows, config: DelayerConfig, now: float) -
     if condition is None:
         return _allow(state, status, "wait_success" if state.in_episode else "no_wait", now)
     if state.skip_first_pending:
-        skipped = replace(state, skip_first_pending=False)
+        skipped = DelayerState(state.delayed_count, state.episode_start, False)
         return _allow(skipped, status, "wait_success" if state.in_episode else "no_wait", now)
     return _delay_or_timeout(state, status, condition, now, config)
 
@@ -229,13 +235,13 @@ def _delay_or_timeout(
     if state.delayed_count < config.max_delay_passes - 1:
         count = state.delayed_count + 1
         start = state.episode_start if state.in_episode else now
-        nxt = replace(state, delayed_count=count, episode_start=start)
+        nxt = DelayerState(count, start, state.skip_first_pending)
         return Outcome(False, reason, status, nxt, count)
     return _allow(state, status, "wait_timeout", now)
 
 
 def _allow(state: DelayerState, status: str, reason: str, now: float) -> Outcome:
-    ended = replace(state, delayed_count=0, episode_start=None)
+    ended = DelayerState(0, None, state.skip_first_pending)
     if not state.in_episode:
         return Outcome(True, reason, status, ended, 0)
     return Outcome(

@@ -66,9 +66,6 @@ def build_helper(cache: Optional[Path] = None) -> Path:
 _lib: Optional[ctypes.CDLL] = None
 
 
-_lib: Optional[ctypes.CDLL] = None
-
-
 def load_helper() -> ctypes.CDLL:
     global _lib
     if _lib is None:
@@ -83,6 +80,7 @@ def load_helper() -> ctypes.CDLL:
             ("dps_load_acquire", i64, [vp]),
             ("dps_starttime", i64, [i64]),
             ("dps_wait", ctypes.c_int, [vp, vp, ctypes.c_int, i64, i64, i64, vp]),
+            ("dps_row_pass", ctypes.c_int, [vp]),
         ):
             fn = getattr(lib, name)
             fn.restype, fn.argtypes = res, args

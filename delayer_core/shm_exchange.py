@@ -186,17 +186,22 @@ class ShmExchange:
         key = slots if type(slots) is tuple else tuple(slots)
         w = self._waits.get(key)
         if w is None:  # first wait on these slots: the C arrays of their addresses
-            arr = ctypes.c_void_p * len(key)
-            c = arr(*(self._seq_addr[s] for s in key)), arr(*(self._owner_addr[s] for s in key))
-            w = self._waits[key] = (*map(ctypes.addressof, c), len(key), key, c)  # c: kept alive
+            seqs, owners, keep = self._addresses(key)
+            w = self._waits[key] = (seqs, owners, len(key), key, keep)
         tns = -1 if timeout_s is None else int(timeout_s * 1e9)
         i = wait(w[0], w[1], w[2], seq, self.spin_ns, tns, self._why_addr)
         if i >= 0:
-            self._fail(w[3], i, seq, timeout_s)
+            self._fail(w[3], i, seq, timeout_s, self._why.value)
 
-    def _fail(self, slots, i, seq, timeout_s):
+    def _addresses(self, slots: tuple) -> tuple:
+        """(sequence-word array address, owner-word array address, C arrays to keep alive)."""
+        arr = ctypes.c_void_p * len(slots)
+        c = arr(*(self._seq_addr[s] for s in slots)), arr(*(self._owner_addr[s] for s in slots))
+        return ctypes.addressof(c[0]), ctypes.addressof(c[1]), c
+
+    def _fail(self, slots, i, seq, timeout_s, why: int):
         slot, pid = slots[i], self.owner(slots[i])
-        if self._why.value == 2:
+        if why == 2:
             msg = f"shm slot {slot} (pid {pid}) died before publishing pass {seq}"
             raise PeerDied(msg, slot, (slot,), seq, pid)
         missing = [s for s in slots if self.seq(s) < seq] or [slot]
@@ -228,6 +233,10 @@ class ShmExchange:
             self._stacked[key] = view
         return view
 
+    def row_pass(self, slot: int, step: int, timeout_s: Optional[float]) -> RowPass:
+        """``slot``'s owner's pass as one C call (see RowPass); every slot is waited on."""
+        return RowPass(self, slot, step, timeout_s)
+
     def close(self) -> None:
         if isinstance(self._lib, _Closed):
             return
@@ -243,3 +252,46 @@ class ShmExchange:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# RowPass's context words: shm_sync.c's P_* enum, in its order.
+(P_SEQ, P_N, P_WIDTH, P_STEP, P_SPIN, P_TIMEOUT, P_MY_SEQ, P_MY_BUF, P_SEQS, P_OWNERS,
+ P_FIRST_BUF, P_STRIDE, P_WHY, P_ROW) = range(14)  # fmt: skip
+
+
+class RowPass:
+    """A pass of a rank that reads every row, as one C call (``dps_row_pass``): publish this
+    slot's row for the next pass, wait until every slot published it, then take the minimum
+    and maximum of each column over the rows of slots 0, step, 2*step... (a ctypes call costs
+    more than the gather itself, so one per pass). The protocol is publish() then wait()."""
+
+    def __init__(self, ex: ShmExchange, slot: int, step: int, timeout_s: Optional[float]):
+        n, width = len(ex.payload_lens), ex.payload_lens[slot]
+        if set(ex.payload_lens) != {width} or not 1 <= step <= n:
+            raise ShmError("a row pass needs slots of one payload length and 1 <= step <= slots")
+        self._ex, self._slots, self._timeout_s = ex, tuple(range(n)), timeout_s
+        self.ctx = ctx = np.zeros(P_ROW + 3 * width, dtype=np.int64)
+        seqs, owners, self._keep = ex._addresses(self._slots)
+        offs = _layout(ex.payload_lens)[0]
+        ctx[:P_ROW] = (  # the pass last published (the call publishes the next), then setup
+            *(max(ex.seq(slot), 0), n, width, step, ex.spin_ns),
+            *(-1 if timeout_s is None else int(timeout_s * 1e9), ex._seq_addr[slot]),
+            *(ex._wbufs[slot][0].ctypes.data, seqs, owners, ex._rbufs[0][0].ctypes.data),
+            *(offs[1] - offs[0] if n > 1 else 0, 0),
+        )
+        self.row = ctx[P_ROW : P_ROW + width]  # the values the next run() publishes
+        self._extrema = ctx[P_ROW + width :]
+        self._ptr = ctypes.c_void_p(ctx.ctypes.data)
+
+    @property
+    def seq(self) -> int:
+        return int(self.ctx[P_SEQ])
+
+    def run(self, values) -> list[int]:
+        """Publish ``values`` for the next pass and wait for it; the columns' minima, then
+        their maxima (2 x width ints). Raises PeerDied / PeerTimeout as wait() does."""
+        self.row[:] = values
+        late = self._ex._lib.dps_row_pass(self._ptr)  # raises once the exchange is closed
+        if late >= 0:
+            self._ex._fail(self._slots, late, self.seq, self._timeout_s, int(self.ctx[P_WHY]))
+        return self._extrema.tolist()

@@ -129,3 +129,41 @@ int dps_wait(int64_t *const *seqs, int64_t *const *owners, int n, int64_t target
         }
     }
 }
+
+/* One reader-of-every-row pass in one call: a ctypes call costs more than the gather itself,
+ * so publishing, waiting and reducing the rows happen here. ctx is an int64 array, indexed
+ * by the P_* words below (set up by shm_exchange.RowPass); the row to publish sits at P_ROW,
+ * and the call writes the rows' column minima then maxima after it. The payload is written
+ * with plain stores, then the sequence release-stored, exactly as publish() does. */
+enum {
+    P_SEQ, P_N, P_WIDTH, P_STEP, P_SPIN, P_TIMEOUT, P_MY_SEQ, P_MY_BUF, P_SEQS, P_OWNERS,
+    P_FIRST_BUF, P_STRIDE, P_WHY, P_ROW
+};
+
+int dps_row_pass(int64_t *ctx) {
+    int64_t seq = ++ctx[P_SEQ], width = ctx[P_WIDTH], *row = &ctx[P_ROW];
+    int64_t *mine = (int64_t *)(intptr_t)ctx[P_MY_BUF] + (seq & 1) * width;
+    memcpy(mine, row, (size_t)width * sizeof *row);
+    __atomic_store_n((int64_t *)(intptr_t)ctx[P_MY_SEQ], seq, __ATOMIC_RELEASE);
+    int why = 0, n = (int)ctx[P_N];
+    int late = dps_wait((int64_t *const *)(intptr_t)ctx[P_SEQS],
+                        (int64_t *const *)(intptr_t)ctx[P_OWNERS], n, seq, ctx[P_SPIN],
+                        ctx[P_TIMEOUT], &why);
+    if (late >= 0) {
+        ctx[P_WHY] = why;
+        return late;
+    }
+    /* the rows of slots 0, step, 2*step... (a TP group's first rank): column min and max */
+    const char *base = (const char *)(intptr_t)ctx[P_FIRST_BUF] + (seq & 1) * width * 8;
+    int64_t *lo = row + width, *hi = lo + width;
+    memcpy(lo, base, (size_t)width * sizeof *lo);
+    memcpy(hi, base, (size_t)width * sizeof *hi);
+    for (int k = (int)ctx[P_STEP]; k < n; k += (int)ctx[P_STEP]) {
+        const int64_t *r = (const int64_t *)(base + (int64_t)k * ctx[P_STRIDE]);
+        for (int64_t f = 0; f < width; f++) {
+            if (r[f] < lo[f]) lo[f] = r[f];
+            if (r[f] > hi[f]) hi[f] = r[f];
+        }
+    }
+    return -1;
+}

@@ -4,8 +4,6 @@ damaged element, a stale or misplaced row, a wrong read and a wrong decision."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -155,7 +153,7 @@ class ReadsEverything(FakePath):
 
 def test_reading_more_than_upstream_counts_as_a_wrong_read():
     loop, path = _run(passes=20, shape="4x1", path_cls=ReadsEverything)
-    lazy = [i for i in range(20) if None in dataclasses.astuple(expected_summary(
+    lazy = [i for i in range(20) if None in tuple(expected_summary(
         expected_buffer(path.shape, i)[:, 0, :], True))]  # fmt: skip
     assert lazy and check(loop, path, False)["wrong_reads"] == len(lazy)
 
@@ -163,7 +161,7 @@ def test_reading_more_than_upstream_counts_as_a_wrong_read():
 def test_a_wrong_decision_is_counted():
     loop, path = _run()
     i, before, now, summary, outcome, snap = loop.checks[4]
-    flipped = dataclasses.replace(outcome, allow=not outcome.allow)
+    flipped = outcome._replace(allow=not outcome.allow)
     loop.checks[4] = (i, before, now, summary, flipped, snap)
     got = check(loop, path, False)
     assert got["wrong_decisions"] == 1 and got["wrong_reads"] == 0

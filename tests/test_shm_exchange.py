@@ -62,6 +62,8 @@ def _rank_main(rank, n, mode, kw, out, tokq):
     rng = random.Random(kw.get("seed", 0) * 1000 + rank)
     slow = 0.01 if mode == "hammer" else 0.0
     table = _table(n, passes)
+    if kw.get("row_pass"):  # one C call per pass: publish, wait, column extrema
+        return _row_pass_main(ex, rank, kw["row_pass"], table, rng, slow, out, kw)
     got, times = np.zeros_like(table), np.zeros(passes, np.int64)
     for p in range(passes):
         if rank == kw.get("victim") and p == kw.get("stop"):
@@ -85,6 +87,25 @@ def _rank_main(rank, n, mode, kw, out, tokq):
     ex.close()
     wrong = int((got != table).any(axis=2).sum())
     return {"wrong": wrong, "p50_us": float(np.median(times[passes // 10 :])) / 1e3}
+
+
+def _row_pass_main(ex, rank, step, table, rng, slow, out, kw):
+    """The row pass's extrema every pass, against the table's rows 0, step, 2*step..."""
+    rp, wrong = ex.row_pass(rank, step, kw.get("timeout", 10.0)), 0
+    for p in range(len(table)):
+        if rank == kw.get("victim") and p == kw.get("stop"):
+            out.send(("at", p))
+        if slow:
+            _jitter(rng, slow)
+        t0 = time.perf_counter_ns()
+        try:
+            got = rp.run(table[p, rank])
+        except (PeerDied, PeerTimeout) as e:
+            return type(e).__name__, e.slot, e.slots, (time.perf_counter_ns() - t0) / 1e9
+        rows = table[p, ::step]
+        wrong += got != [*rows.min(0).tolist(), *rows.max(0).tolist()] or rp.seq != p + 1
+    ex.close()
+    return {"wrong": wrong}
 
 
 def _worker(rank, n, mode, kw, out, tokq):
@@ -140,6 +161,22 @@ def test_hammer_every_row_of_every_pass(n):
     assert sorted(results) == list(range(n)), results
     for rank, res in results.items():
         assert isinstance(res, dict) and res["wrong"] == 0, (rank, res)
+
+
+@pytest.mark.parametrize(("n", "step"), [(2, 1), (4, 2), (3, 3)])
+def test_row_pass_extrema_every_pass(n, step):
+    results = _run("hammer", n, passes=3000, seed=n, row_pass=step)
+    assert sorted(results) == list(range(n)), results
+    for rank, res in results.items():
+        assert isinstance(res, dict) and res["wrong"] == 0, (rank, res)
+
+
+def test_row_pass_names_a_killed_peer():
+    results = _run("kill", 3, passes=50_000, victim=1, stop=500, timeout=5.0, row_pass=1)
+    assert results[1] == "killed", results
+    for rank in (0, 2):
+        kind, slot, _, waited = results[rank]
+        assert (kind, slot) == ("PeerDied", 1) and waited < 1.0, results[rank]
 
 
 def test_stalled_peer_times_out_naming_its_slot():

@@ -8,7 +8,8 @@ until every rank has published the pass; no TCP, no GPU. One host only.
 its host's rows, all-gathers the hosts' blocks with the other leaders over gloo, and
 publishes the whole buffer back through its segment.
 
-Both read the gathered rows on the host, as the one-copy and side-stream paths do.
+Both reduce the gathered rows on the host as every host-side read does (shm_cpu in its C
+helper, on the shared rows: one C call per pass publishes, waits and reduces).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..decision import GatherSummary
 from ..shm_exchange import DEFAULT_SPIN_NS, PeerError, ShmExchange
 from .base import SyncPath, all_gather
 
@@ -37,9 +39,13 @@ class _Segment:
     def wait(self, slots: tuple[int, ...], seq: int) -> None:
         try:
             self.ex.wait(slots, seq, self.timeout_s)
-        except PeerError as e:  # name the rank, not the slot
-            who = self.ranks[e.slot] if e.slot < len(self.ranks) else f"leader {self.ranks[0]}"
-            raise RuntimeError(f"rank {who}: {e}") from None
+        except PeerError as e:
+            raise self.named(e) from None
+
+    def named(self, e: PeerError) -> RuntimeError:
+        """The error naming the rank, not the slot."""
+        who = self.ranks[e.slot] if e.slot < len(self.ranks) else f"leader {self.ranks[0]}"
+        return RuntimeError(f"rank {who}: {e}")
 
 
 class _ShmPath(SyncPath):
@@ -74,17 +80,25 @@ class ShmCpu(_ShmPath):
         ranks = list(range(env.world_size))
         self.seg = _Segment(env, ranks, [self.buffer.shape[-1]] * len(ranks), spin_ns)
         self.seg.ex.claim(env.rank)
-        self._slot, self._all = env.rank, tuple(ranks)
-        self._seq = 0
+        # publish, wait and the TP0 rows' column extrema in one C call per pass
+        self._pass = self.seg.ex.row_pass(env.rank, shape.attn_tp_size, env.timeout_s)
+        self._extrema: list[int] = []
         env.barrier()  # every rank attached and claimed before the first pass
 
     def exchange(self, local) -> None:
-        self._seq += 1
-        self.seg.ex.publish(self._slot, local, self._seq)
-        self.seg.wait(self._all, self._seq)
+        try:
+            self._extrema = self._pass.run(local)
+        except PeerError as e:
+            raise self.seg.named(e) from None
+
+    def read(self):
+        """The same reductions of the same TP0 rows as every host-side read, made by the C
+        helper on the shared rows themselves (no copy into Python)."""
+        half = len(self._extrema) // 2
+        return GatherSummary.from_extrema(self._extrema[:half], self._extrema[half:])
 
     def _rows(self):
-        return self.seg.ex.stacked(self._seq).reshape(self.shape.dims)
+        return self.seg.ex.stacked(self._pass.seq).reshape(self.shape.dims)
 
     def describe(self) -> dict:
         return {"spin_ns": self.seg.ex.spin_ns, "segment": "memfd, one per host"}
