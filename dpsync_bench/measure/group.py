@@ -142,14 +142,16 @@ class RankGroup:
 
 def pin_near_gpu(device: torch.device | None, local_rank: int, local_world: int) -> list[int]:
     """Pin this rank to its share of the cores NVML says are near its GPU (all cores without
-    one), at least two each where there are enough (gloo's threads need a second). Returns
-    the cores it may run on."""
+    one), at least two each where there are enough (gloo's threads need a second), whole
+    physical cores where it can (sibling threads kept together). Returns the cores it may
+    run on."""
+    from .machine import by_physical_core, cores_near
+
     cores = sorted(os.sched_getaffinity(0))
     if device is not None:
-        from .machine import cores_near
-
         near = [c for c in cores_near(device.index) if c in cores]
         cores = near or cores
+    cores = by_physical_core(cores)
     share = max(1, len(cores) // max(1, local_world))
     mine = cores[local_rank * share : (local_rank + 1) * share] if share >= 2 else cores
     if mine and mine != cores:

@@ -80,6 +80,22 @@ def cores_near(index: int) -> list[int]:
     return [64 * w + b for w, word in enumerate(words) for b in range(64) if word >> b & 1]
 
 
+def by_physical_core(cpus: list[int], sys_cpu: str = "/sys/devices/system/cpu") -> list[int]:
+    """``cpus`` with the hardware threads of one physical core next to each other (the
+    kernel often numbers them N/2 apart), so an even share of the list is whole cores: two
+    spinning ranks on sibling threads would slow each other down. Unknown topology: as is."""
+
+    def core(cpu: int) -> int:
+        try:
+            with open(f"{sys_cpu}/cpu{cpu}/topology/thread_siblings_list") as f:
+                first = f.read().strip().split(",")[0].split("-")[0]
+            return int(first)
+        except (OSError, ValueError):
+            return cpu
+
+    return sorted(cpus, key=lambda c: (core(c), c))
+
+
 def code_identity() -> dict:
     """Which code measured: the git commit and whether the tree was dirty (from git, or from
     DPSYNC_CODE_COMMIT / DPSYNC_CODE_DIRTY where the tree has no .git, as on a lent GPU
