@@ -1,23 +1,27 @@
-"""The pure PrefillDelayer decision: ``decide(state, rows, config, now)``.
-
-``reference_decide`` below restates SGLang's ``_negotiate_should_allow_prefill_pure``
-(python/sglang/srt/managers/prefill_delayer.py, the 5-field version; rule-5 delays capped by
-max_delay_passes as in later upstream) straight-line, from the gathered rows, without sharing
-code with ``delayer_core.decision``. Hypothesis compares the
-two over random rows, configs, states and multi-pass runs; an exhaustive grid pins the queue
-threshold; explicit cases cover each boundary.
+"""The pure PrefillDelayer decision, ``decide(state, rows, config, now)``: constants, rules 2-5
+case by case at each boundary (every pass also checked against ``reference_decide``).
 """
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from decision_reference import (
+    BIG,
+    DELAY_KINDS,
+    FRESH,
+    NO_SKIP,
+    all_rows,
+    drive,
+    mixed_rows,
+    queue_cfg,
+    reasons,
+    reference_decide,
+    row,
+)
 
 from delayer_core.decision import (
     FIELDS,
@@ -30,108 +34,6 @@ from delayer_core.decision import (
     Outcome,
     decide,
 )
-
-# --- the reference ------------------------------------------------------------------------
-
-
-def reference_decide(state, rows, cfg, now, *, ratio_of="running_batch"):
-    """Upstream's decision, spelled out. ``ratio_of="max_running"`` is the old misreading
-    (threshold from the request limit), kept only to show the tests can tell them apart."""
-    prefillable = [r[0] for r in rows]
-    if min(prefillable) > 0:
-        status = "all"
-    elif max(prefillable) == 0:
-        status = "none"
-    else:
-        status = "mixed"
-    any_force = max(r[1] for r in rows) > 0
-    running = max(r[2] for r in rows)
-    max_bs = max(r[3] for r in rows)
-    queue = max(r[4] for r in rows)
-    waited = state.episode_start is not None
-
-    def release(reason, skip_pending=state.skip_first_pending):
-        end = DelayerState(0, None, skip_pending)
-        if not waited:
-            return Outcome(True, reason, status, end, 0)
-        seconds = max(0.0, now - state.episode_start)
-        return Outcome(True, reason, status, end, state.delayed_count, state.delayed_count, seconds)
-
-    def hold(reason):
-        if not state.delayed_count < cfg.max_delay_passes - 1:
-            return release("wait_timeout")
-        count = state.delayed_count + 1
-        start = state.episode_start if waited else now
-        return Outcome(
-            False, reason, status, DelayerState(count, start, state.skip_first_pending), count
-        )
-
-    if status == "none":
-        return release("")
-    if any_force:
-        return release("token_watermark")
-    if status == "mixed":
-        return hold("delay")
-
-    limit = cfg.max_running_requests
-    if not cfg.enable_dp_attention:
-        limit = -(-limit // cfg.dp_size)  # ceil, by another route than the module's
-    slot_condition = limit - running < max_bs
-    queue_condition = False
-    if cfg.queue_min_ratio is not None and running > 0:
-        base = running if ratio_of == "running_batch" else limit
-        threshold = min(int(base * cfg.queue_min_ratio), max_bs)
-        queue_condition = threshold > 0 and queue < threshold
-        elapsed_ms = (now - state.episode_start) * 1000.0 if waited else None
-        if queue_condition and waited and elapsed_ms >= cfg.max_delay_ms:
-            queue_condition = False
-    no_delay = "wait_success" if waited else "no_wait"
-    if not (slot_condition or queue_condition):
-        return release(no_delay)
-    if state.skip_first_pending:
-        return release(no_delay, skip_pending=False)
-    return hold("delay_slots" if slot_condition else "delay_queue")
-
-
-# --- builders -----------------------------------------------------------------------------
-
-
-def row(prefillable=0, force=0, running=0, max_bs=0, queue=0):
-    return (int(prefillable), int(force), running, max_bs, queue)
-
-
-def all_rows(n=2, **kw):
-    return [row(prefillable=1, **kw) for _ in range(n)]
-
-
-def mixed_rows(n=2, **kw):
-    return [row(prefillable=1, **kw)] + [row(prefillable=0) for _ in range(n - 1)]
-
-
-FRESH = DelayerState()
-NO_SKIP = DelayerState(skip_first_pending=False)
-BIG = 1 << 30  # a request limit that never triggers the slot condition
-
-
-def drive(config, rows_seq, state=FRESH, t0=100.0, dt=0.01):
-    """Thread the state through decide() (checked against the reference at every pass)."""
-    outcomes = []
-    for i, rows in enumerate(rows_seq):
-        now = t0 + i * dt
-        out = decide(state, rows, config, now)
-        assert out == reference_decide(state, rows, config, now)
-        outcomes.append(out)
-        state = out.state
-    return outcomes
-
-
-def reasons(outcomes):
-    return [o.reason for o in outcomes]
-
-
-def queue_cfg(ratio=0.5, **kw):
-    return DelayerConfig(queue_min_ratio=ratio, **{"max_running_requests": BIG, **kw})
-
 
 # --- constants, containers ----------------------------------------------------------------
 
@@ -231,13 +133,6 @@ def test_seconds_waited_never_negative():
 
 
 # --- the delay cap: max_delay_passes 1/2/3, for every kind of delay -------------------------
-
-DELAY_KINDS = {
-    "delay": mixed_rows(),
-    "delay_slots": all_rows(running=4, max_bs=1),
-    # threshold min(int(2 * 0.5), 1) = 1 > 0 queued; 4 - 2 free slots >= 1
-    "delay_queue": all_rows(running=2, max_bs=1, queue=0),
-}
 
 
 @pytest.mark.parametrize("kind", sorted(DELAY_KINDS))
@@ -372,230 +267,3 @@ def test_slot_condition_named_first_when_both_hold():
 def test_queue_trigger_off_without_ratio():
     rows = all_rows(running=10, max_bs=8, queue=0)
     assert decide(NO_SKIP, rows, DelayerConfig(max_running_requests=BIG), 0.0).reason == "no_wait"
-
-
-# --- max_delay_ms ---------------------------------------------------------------------------
-
-QUEUE_ROWS = all_rows(running=4, max_bs=8, queue=0)
-
-
-def run_at(cfg, times, state=NO_SKIP):
-    """decide() on QUEUE_ROWS at the given instants (checked against the reference)."""
-    outs = []
-    for now in times:
-        out = decide(state, QUEUE_ROWS, cfg, now)
-        assert out == reference_decide(state, QUEUE_ROWS, cfg, now)
-        outs.append(out)
-        state = out.state
-    return outs
-
-
-def test_queue_condition_released_when_max_delay_ms_elapsed_exactly():
-    cfg = queue_cfg(max_delay_ms=125.0)
-    outs = run_at(cfg, [8.0, 8.03125, 8.0625, 8.124, 8.125])  # 8.125 - 8.0 == 0.125 exactly
-    assert reasons(outs) == ["delay_queue"] * 4 + ["wait_success"]
-    assert all(o.state.episode_start == 8.0 for o in outs[:4])
-    assert outs[-1].passes_waited == 4 and outs[-1].seconds_waited == 0.125
-    assert run_at(cfg, [9.0], outs[-1].state)[0].state.episode_start == 9.0  # a new episode
-
-
-def test_max_delay_ms_clock_starts_with_the_episode():
-    cfg = queue_cfg(max_delay_ms=62.5)
-    state = decide(NO_SKIP, mixed_rows(), cfg, 1.0).state  # a mixed delay starts the episode
-    assert run_at(cfg, [1.0625 - 1e-9], state)[0].reason == "delay_queue"
-    assert run_at(cfg, [1.0625], state)[0].reason == "wait_success"
-
-
-@pytest.mark.parametrize("max_delay_ms", [0.0, -5.0])
-def test_non_positive_max_delay_ms_still_delays_the_first_pass(max_delay_ms):
-    # upstream only measures an episode that exists: the opening pass always delays
-    outs = run_at(queue_cfg(max_delay_ms=max_delay_ms), [3.0, 3.0, 3.5])
-    assert reasons(outs) == ["delay_queue", "wait_success", "delay_queue"]
-
-
-@pytest.mark.parametrize("max_delay_ms", [float("inf"), float("nan")])
-def test_unbounded_max_delay_ms_leaves_only_the_pass_cap(max_delay_ms):
-    cfg = queue_cfg(max_delay_ms=max_delay_ms, max_delay_passes=3)
-    assert reasons(run_at(cfg, [0.0, 1e6, 2e6])) == ["delay_queue"] * 2 + ["wait_timeout"]
-
-
-def test_max_delay_ms_does_not_release_the_slot_condition():
-    cfg = DelayerConfig(max_running_requests=4, max_delay_ms=1.0)
-    state = decide(NO_SKIP, DELAY_KINDS["delay_slots"], cfg, 0.0).state
-    assert decide(state, DELAY_KINDS["delay_slots"], cfg, 60.0).reason == "delay_slots"
-
-
-# --- skip_first_delayer ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kind", ["delay_slots", "delay_queue"])
-def test_skip_first_consumed_exactly_once(kind):
-    cfg = queue_cfg(max_delay_passes=2, max_running_requests=4)
-    seq = [DELAY_KINDS[kind]] * 3 + [all_rows(running=0)] + [DELAY_KINDS[kind]]
-    outs = drive(cfg, seq)
-    assert reasons(outs) == ["no_wait", kind, "wait_timeout", "no_wait", kind]
-    assert outs[0].allow and outs[0].state == NO_SKIP  # allowed, no episode, skip spent
-    assert not any(o.state.skip_first_pending for o in outs)
-
-
-def test_skip_first_during_an_episode_is_wait_success():
-    cfg = DelayerConfig(max_running_requests=4)
-    outs = drive(cfg, [mixed_rows(), DELAY_KINDS["delay_slots"]], t0=0.0, dt=1.0)
-    assert reasons(outs) == ["delay", "wait_success"]
-    assert outs[1].passes_waited == 1 and outs[1].state == NO_SKIP
-
-
-def test_skip_first_kept_while_no_condition_holds():
-    outs = drive(queue_cfg(max_running_requests=4), [mixed_rows(), all_rows(), [row(0)]])
-    assert all(o.state.skip_first_pending for o in outs)
-
-
-# --- config validation ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"dp_size": 0}, "dp_size must be >= 1, got 0"),
-        ({"dp_size": -2}, "dp_size must be >= 1, got -2"),
-        ({"max_delay_passes": 2.5}, "max_delay_passes must be an integer, got 2.5"),
-        ({"max_delay_passes": True}, "max_delay_passes must be an integer, got True"),
-        ({"max_running_requests": None}, "max_running_requests must be an integer, got None"),
-        ({"dp_size": "2"}, "dp_size must be an integer, got '2'"),
-        ({"queue_min_ratio": float("nan")}, "queue_min_ratio must be a finite number"),
-        ({"queue_min_ratio": float("inf")}, "queue_min_ratio must be a finite number"),
-        ({"queue_min_ratio": -float("inf")}, "queue_min_ratio must be a finite number"),
-        ({"queue_min_ratio": "0.5"}, "queue_min_ratio must be a finite number"),
-        ({"max_delay_ms": "5000"}, "max_delay_ms must be a number or None, got '5000'"),
-        ({"token_usage_low_watermark": "x"}, "token_usage_low_watermark must be a number"),
-    ],
-)
-def test_config_rejects(kwargs, message):
-    with pytest.raises(ValueError) as info:
-        DelayerConfig(**kwargs)
-    assert str(info.value).startswith(message)
-    assert "\n" not in str(info.value)
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"max_delay_passes": 0},
-        {"max_delay_passes": -1},
-        {"max_running_requests": 0},
-        {"queue_min_ratio": 0.0},
-        {"queue_min_ratio": -0.1},
-        {"queue_min_ratio": 1.5},
-        {"queue_min_ratio": 2},
-        {"max_delay_ms": 0.0},
-        {"max_delay_ms": -1.0},
-        {"max_delay_ms": float("inf")},
-        {"token_usage_low_watermark": 1.5},
-    ],
-)
-def test_config_accepts_what_upstream_runs_with(kwargs):
-    cfg = DelayerConfig(**kwargs)
-    assert all(getattr(cfg, k) == v for k, v in kwargs.items())
-
-
-def test_max_delay_ms_none_means_5000():
-    assert DelayerConfig(max_delay_ms=None) == DelayerConfig(max_delay_ms=5000.0)
-    assert DelayerConfig(max_delay_ms=None).max_delay_ms == 5000.0
-
-
-# --- properties against the reference -------------------------------------------------------
-
-count = st.integers(0, 12)
-rows_st = st.lists(
-    st.tuples(st.sampled_from((1, 1, 1, 0)), st.sampled_from((0, 0, 0, 0, 1)), count, count, count),
-    min_size=1,
-    max_size=4,
-)
-configs_st = st.builds(
-    DelayerConfig,
-    max_delay_passes=st.integers(-1, 6),
-    max_running_requests=st.one_of(st.integers(0, 40), st.just(BIG)),
-    dp_size=st.integers(1, 4),
-    enable_dp_attention=st.booleans(),
-    queue_min_ratio=st.one_of(
-        st.none(),
-        st.sampled_from((0.1, 0.29, 0.5, 0.57, 0.7, 1.0, 1.5, 0.0, -0.25)),
-        st.floats(-0.5, 2.0),
-    ),
-    max_delay_ms=st.one_of(
-        st.none(),
-        st.sampled_from((0.0, -1.0, 62.5, 125.0, float("inf"), float("nan"))),
-        st.floats(0.0, 300.0),
-    ),
-)
-dt_st = st.one_of(st.sampled_from((0.0, 0.03125, 0.0625, 0.125)), st.floats(0.0, 0.2))
-
-
-@st.composite
-def states_st(draw):
-    """delayed_count > 0 exactly while an episode runs (as decide() leaves it)."""
-    delayed = draw(st.integers(0, 5))
-    start = draw(st.floats(0.0, 10.0)) if delayed else None
-    return DelayerState(delayed, start, draw(st.booleans()))
-
-
-PROPS = settings(max_examples=300, deadline=None)
-
-
-@PROPS
-@given(state=states_st(), rows=rows_st, config=configs_st, dt=dt_st, data=st.data())
-def test_decide_matches_reference(state, rows, config, dt, data):
-    now = (state.episode_start if state.in_episode else 5.0) + dt
-    out = decide(state, rows, config, now)
-    assert out == reference_decide(state, rows, config, now)
-    assert decide(state, data.draw(st.permutations(rows)), config, now) == out  # rank order
-    assert decide(state, GatherSummary.from_rows(rows), config, now) == out
-    assert out.allow == (out.reason not in ("delay", "delay_slots", "delay_queue"))
-
-
-@settings(max_examples=150, deadline=None)
-@given(config=configs_st, seq=st.lists(st.tuples(rows_st, dt_st), min_size=1, max_size=30))
-def test_runs_match_reference(config, seq):
-    state = ref_state = DelayerState()
-    now, consecutive, skips = 0.0, 0, 0
-    for rows, dt in seq:
-        now += dt
-        out = decide(state, rows, config, now)
-        ref = reference_decide(ref_state, rows, config, now)
-        assert out == ref
-        consecutive = 0 if out.allow else consecutive + 1
-        assert consecutive <= max(0, config.max_delay_passes - 1)
-        skips += state.skip_first_pending and not out.state.skip_first_pending
-        state, ref_state = out.state, ref.state
-    assert skips <= 1
-
-
-def test_grid_matches_reference_and_tells_the_readings_apart():
-    """Every small all-prefillable case with the queue trigger on, passes 1 and 2 of an
-    episode; the old reading must disagree somewhere, or the comparison proves nothing."""
-    disagree_with_old = queue_delays = 0
-    grid = itertools.product(
-        range(7),  # running_batch
-        range(7),  # max_prefill_bs
-        range(7),  # waiting_queue_len
-        (0.1, 0.29, 0.5, 1.0, 1.5),
-        (0, 6, 13, 100),  # max_running_requests
-        ((True, 1), (False, 2), (False, 3)),
-        (NO_SKIP, DelayerState(1, 0.0, False)),
-    )
-    for running, max_bs, queue, ratio, limit, (dp_attn, dp), state in grid:
-        cfg = DelayerConfig(
-            max_running_requests=limit,
-            dp_size=dp,
-            enable_dp_attention=dp_attn,
-            queue_min_ratio=ratio,
-            max_delay_ms=100.0,
-        )
-        rows = [row(1, running=running, max_bs=max_bs, queue=queue), row(1)]
-        out = decide(state, rows, cfg, 0.05)
-        assert out == reference_decide(state, rows, cfg, 0.05)
-        queue_delays += out.reason == "delay_queue"
-        old = reference_decide(state, rows, cfg, 0.05, ratio_of="max_running")
-        disagree_with_old += old != out
-    assert queue_delays > 100
-    assert disagree_with_old > 100
