@@ -225,3 +225,24 @@ def test_cli_bad_input_raises_one_line(argv, message, run):
     with pytest.raises(ValueError, match=message) as info:
         run_cli(*(arg.format(run=run) for arg in argv))
     assert "\n" not in str(info.value)
+
+
+def test_only_simulate_needs_simpy():
+    """A GPU box without network has no SimPy: measuring still runs, simulate says why."""
+    import subprocess
+    import sys
+
+    blocked = (
+        "import sys, runpy; sys.modules['simpy'] = None; sys.argv[0] = 'dpsync_bench'; "
+        "runpy.run_module('dpsync_bench', run_name='__main__')"
+    )
+
+    def cli_without_simpy(*args):
+        cmd = [sys.executable, "-c", blocked, *args]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    check = cli_without_simpy("check", "--nproc", "2", "--paths", "shm_cpu")
+    assert check.returncode == 0 and check.stdout.strip().endswith("cases"), check.stderr
+    simulate = cli_without_simpy("simulate")
+    assert simulate.returncode == 2 and simulate.stdout == ""
+    assert simulate.stderr.count("\n") == 1 and "simulate needs SimPy" in simulate.stderr

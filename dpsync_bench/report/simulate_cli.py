@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..cases import UsageError
 from .scenarios import (
     PR23588,
     Scenario,
@@ -19,7 +21,20 @@ from .scenarios import (
     pr23588,
     trace,
 )
-from .simulate import Comparison, EngineConfig, compare
+
+if TYPE_CHECKING:
+    from .simulate import Comparison, EngineConfig
+
+
+def _engine():
+    """The SimPy engine, imported only when a simulation runs: every other command, measuring
+    included, works where SimPy is not installed (a GPU box without network)."""
+    try:
+        from . import simulate
+    except ImportError as e:
+        raise UsageError(f"simulate needs SimPy ({e}): pip install simpy") from None
+    return simulate
+
 
 SWEEP_DELAY_PASSES = (1, 2, 3, 5, 10, 30, 100)
 SWEEP_SPREAD_MS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
@@ -89,7 +104,7 @@ def _sync_models(args, paths: list[str]) -> dict[str, SyncModel]:
 
 
 def _config(args) -> EngineConfig:
-    return EngineConfig(
+    return _engine().EngineConfig(
         dp_size=args.dp_size,
         max_delay_passes=args.max_delay_passes,
         overlap=not args.disable_overlap_schedule,
@@ -152,7 +167,7 @@ def _per_request(c: Comparison) -> str:
 
 def _sweep(args, models: dict[str, SyncModel], config: EngineConfig):
     """The sweep's tables, and (pr23588) the gain by arrival spread and path for the plot."""
-    scenario, seed = _scenario(args), args.seed
+    scenario, seed, compare = _scenario(args), args.seed, _engine().compare
     by_path = []
     for sync in models.values():
         c = compare(scenario, sync, config, seed)
@@ -243,7 +258,7 @@ def cmd_simulate(args) -> int:
     paths = sorted(measured_paths(args.run)) if args.sweep and args.run else [args.path]
     models = _sync_models(args, paths)
     sync = models.get(args.path) or next(iter(models.values()))
-    comparison = compare(scenario, sync, config, args.seed)
+    comparison = _engine().compare(scenario, sync, config, args.seed)
     f = scenario.forward
     print(
         f"{scenario.name}: {len(scenario.requests)} requests over {config.dp_size} DP ranks; "
