@@ -83,6 +83,8 @@ class ShmCpu(_ShmPath):
         # publish, wait and the TP0 rows' column extrema in one C call per pass
         self._pass = self.seg.ex.row_pass(env.rank, shape.attn_tp_size, env.timeout_s)
         self._extrema: list[int] = []
+        # the rows of even and odd passes, as views made once: a snapshot is one small copy
+        self._views = [self.seg.ex.stacked(parity).reshape(shape.dims) for parity in (0, 1)]
         env.barrier()  # every rank attached and claimed before the first pass
 
     def exchange(self, local) -> None:
@@ -98,7 +100,7 @@ class ShmCpu(_ShmPath):
         return GatherSummary.from_extrema(self._extrema[:half], self._extrema[half:])
 
     def _rows(self):
-        return self.seg.ex.stacked(self._pass.seq).reshape(self.shape.dims)
+        return self._views[self._pass.seq & 1]
 
     def describe(self) -> dict:
         return {"spin_ns": self.seg.ex.spin_ns, "segment": "memfd, one per host"}
