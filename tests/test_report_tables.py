@@ -127,8 +127,13 @@ def test_overhead_lines_name_cases_over_the_limit():
         "raw_loop": {**ok["raw_loop"], "overhead": 0.4, "within_limit": False},
     }
     lines = tables.overhead_lines([ok, over])
-    assert lines[0] == "harness overhead: 1/2 within its limit"
+    assert lines[0] == "harness overhead: 1/2 within its limit (1 over)"
     assert lines[1].endswith("+2.0%") and lines[2].endswith("+40.0%  OVER")
+    noisy = {**ok, "raw_loop": {**ok["raw_loop"], "overhead": 0.08, "error": 0.05}}
+    noisy["raw_loop"].update(within_limit=False, verdict="cannot tell")
+    lines = tables.overhead_lines([noisy])
+    assert lines[0] == "harness overhead: 0/1 within its limit (1 cannot tell)"
+    assert lines[1].endswith("+8.0% ± 5.0%  cannot tell")
 
 
 def test_report_on_the_example_runs(tmp_path):

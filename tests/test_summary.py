@@ -178,7 +178,28 @@ def test_raw_loop_overhead_against_the_slowest_rank():
     assert raw["harness_mean_us"] == 120.0  # median of rank 0's block means (110, 130)
     assert raw["mean_us"] == 100.0  # the larger median of the bare loop's blocks
     assert raw["overhead"] == pytest.approx(0.2) and raw["within_limit"] is False
+    # two blocks each side: the medians' errors (13.1 and 6.6 us) hide a 20 % gap
+    assert raw["error"] == pytest.approx(0.1469, abs=1e-4) and raw["verdict"] == "cannot tell"
     assert "raw_loop" not in _build(STREAMING, [make_record([1] * 6)] * 2)[0]
+
+
+@pytest.mark.parametrize(
+    ("harness_ns", "spread_ns", "verdict"),
+    [
+        (102_000, 0, "within"),
+        (112_000, 0, "over"),
+        (108_000, 0, "over"),
+        (104_000, 40_000, "cannot tell"),
+    ],
+)
+def test_raw_loop_verdict_needs_twice_the_error_either_way(harness_ns, spread_ns, verdict):
+    """Bare blocks of 100 us; measured blocks at `harness_ns`, alternately +- the spread."""
+    blocks = [harness_ns + (spread_ns if b % 2 else -spread_ns) for b in range(40)]
+    passes = [x for x in blocks for _ in range(10)]
+    records = [make_record(passes, raw_block_means_ns=[100_000.0] * 40)] * 2
+    raw = _build(Case("gloo_cpu", "2x1", cadence="streaming", iters=400), records)[0]["raw_loop"]
+    assert raw["verdict"] == verdict
+    assert raw["error"] == pytest.approx(1.2533 * 1.4826 * spread_ns / np.sqrt(40) / 100_000)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

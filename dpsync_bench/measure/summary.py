@@ -145,16 +145,30 @@ def _forward(case: Case, records: list[dict], measured: dict) -> dict:
 
 
 def _overhead(records: list[dict], passes: np.ndarray) -> dict:
-    harness = max(float(np.median(stats.block_means(r, OVERHEAD_BLOCK))) for r in passes)
-    bare = max(float(np.median(r["raw_block_means_ns"])) for r in records)
+    """The slowest rank's median block mean, timed against bare. The verdict needs the gap to
+    clear the limit by twice its standard error either way; in between it cannot tell (a
+    gloo pass's noise on a busy host is larger than the few clock reads measured)."""
+    harness, h_err = max(
+        stats.median_and_error(stats.block_means(r, OVERHEAD_BLOCK)) for r in passes
+    )
+    bare, b_err = max(stats.median_and_error(r["raw_block_means_ns"]) for r in records)
     overhead = (harness - bare) / bare if bare > 0 else 0.0
+    error = float(np.hypot(h_err, b_err) / bare) if bare > 0 else 0.0
+    if overhead - 2 * error > OVERHEAD_LIMIT:
+        verdict = "over"
+    elif overhead + 2 * error <= OVERHEAD_LIMIT:
+        verdict = "within"
+    else:
+        verdict = "cannot tell"
     return {
         "statistic": f"median over blocks of {OVERHEAD_BLOCK} passes of the block mean, "
         "slowest rank; bare and measured passes alternate in chunks of 100",
         "mean_us": bare * US,
         "harness_mean_us": harness * US,
         "overhead": overhead,
+        "error": error,  # standard error of `overhead`
         "within_limit": overhead <= OVERHEAD_LIMIT,
+        "verdict": verdict,
     }
 
 

@@ -158,16 +158,26 @@ def overhead_lines(cases) -> list[str]:
     measured = [c for c in sorted(cases, key=case_order) if c.get("raw_loop")]
     if not measured:
         return []
-    over = [c for c in measured if not c["raw_loop"]["within_limit"]]
-    lines = [f"harness overhead: {len(measured) - len(over)}/{len(measured)} within its limit"]
-    for c in measured:
+    verdicts = [_overhead_verdict(c["raw_loop"]) for c in measured]
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("over", "cannot tell") if v in verdicts)
+    lines = [
+        f"harness overhead: {verdicts.count('within')}/{len(measured)} within its limit"
+        + (f" ({counts})" if counts else "")
+    ]
+    for c, verdict in zip(measured, verdicts, strict=True):
         raw = c["raw_loop"]
+        error = f" ± {raw['error']:.1%}" if "error" in raw else ""
         lines.append(
             f"  {c['case_id']}: bare loop {raw['mean_us']:.1f} us, harness "
-            f"{raw['harness_mean_us']:.1f} us, {raw['overhead']:+.1%}"
-            + ("" if raw["within_limit"] else "  OVER")
+            f"{raw['harness_mean_us']:.1f} us, {raw['overhead']:+.1%}{error}"
+            + {"within": "", "over": "  OVER", "cannot tell": "  cannot tell"}[verdict]
         )
     return lines
+
+
+def _overhead_verdict(raw: dict) -> str:
+    """Runs before the verdict was recorded: over or within by the point estimate."""
+    return raw.get("verdict") or ("within" if raw["within_limit"] else "over")
 
 
 def run_header(run: dict) -> list[str]:
