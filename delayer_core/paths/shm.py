@@ -102,6 +102,10 @@ class ShmCpu(_ShmPath):
     def _rows(self):
         return self._views[self._pass.seq & 1]
 
+    def close(self) -> None:
+        self._views = []  # views would keep the mapping alive past close
+        super().close()
+
     def describe(self) -> dict:
         return {"spin_ns": self.seg.ex.spin_ns, "segment": "memfd, one per host"}
 
