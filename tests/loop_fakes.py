@@ -19,6 +19,10 @@ START = 10_000_000_000  # the fake clock's first reading (ns)
 # (host time, GPU wait) of each step, ns; multiples of 1 us so a 1 us tick lands exactly
 COSTS = {"prepare": (3_000, 1_000), "exchange": (20_000, 0), "read": (5_000, 7_000)}
 DECIDE_NS = 2_000
+HOST = {k: v[0] for k, v in COSTS.items()}
+GPU = {k: v[1] for k, v in COSTS.items()}
+WINDOW_NS = sum(HOST.values()) + sum(GPU.values()) + DECIDE_NS  # one pass, clock reads free
+TICK = 1_000  # a clock read, in the cadence tests (a spin needs the clock to move)
 SNAPSHOT_NS = 50_000
 DRAIN_NS = 30_000
 
@@ -163,3 +167,8 @@ def make_loop(clock, path=None, rank: int = 0, **kw) -> CaseLoop:
 
 def events(log, *names) -> list[tuple]:
     return [e for e in log if e[0] in names]
+
+
+def parts(s, i: int) -> list[int]:
+    """Pass i's four parts: row, collective, stall, decide."""
+    return [s.row_ns[i], s.collective_ns[i], s.stall_ns[i], s.decide_ns[i]]

@@ -16,12 +16,17 @@ from loop_fakes import (
     COSTS,
     DECIDE_NS,
     DRAIN_NS,
+    GPU,
+    HOST,
     SNAPSHOT_NS,
+    TICK,
+    WINDOW_NS,
     FakeClock,
     FakeGpu,
     FakePath,
     events,
     make_loop,
+    parts,
     timed_decide,
 )
 
@@ -38,15 +43,6 @@ from dpsync_bench.measure.loop import (
     wait_until,
 )
 
-HOST = {k: v[0] for k, v in COSTS.items()}
-GPU = {k: v[1] for k, v in COSTS.items()}
-WINDOW_NS = sum(HOST.values()) + sum(GPU.values()) + DECIDE_NS
-TICK = 1_000  # a clock read, in the cadence tests (a spin needs the clock to move)
-
-
-def _parts(s: Samples, i: int) -> list[int]:
-    return [s.row_ns[i], s.collective_ns[i], s.stall_ns[i], s.decide_ns[i]]
-
 
 # ---- the timed window ----------------------------------------------------------------------
 def test_window_holds_the_three_steps_and_decide_split_by_gpu_wait(monkeypatch):
@@ -61,7 +57,7 @@ def test_window_holds_the_three_steps_and_decide_split_by_gpu_wait(monkeypatch):
         assert s.collective_ns[i] == HOST["exchange"]
         assert s.stall_ns[i] == sum(GPU.values())
         assert s.decide_ns[i] == HOST["read"] + DECIDE_NS  # reading back, then deciding
-        assert sum(_parts(s, i)) == s.pass_ns[i]
+        assert sum(parts(s, i)) == s.pass_ns[i]
         assert s.arrive_ns[i] - s.start_ns[i] == sum(COSTS["prepare"])
         assert s.end_ns[i] - s.start_ns[i] == s.pass_ns[i]
     assert len(loop.checks) == 5 and [c[0] for c in loop.checks] == list(range(5))
@@ -116,12 +112,12 @@ def test_parts_add_up_to_the_pass_whatever_the_costs(prepare, exchange, read, ti
         s = Samples()
         loop.streaming(0, 3, s)
     for i in range(3):
-        assert sum(_parts(s, i)) == s.pass_ns[i]
+        assert sum(parts(s, i)) == s.pass_ns[i]
         assert s.stall_ns[i] == prepare[1] + exchange[1] + read[1]
         assert s.row_ns[i] == prepare[0] + tick
         assert s.collective_ns[i] == exchange[0] + tick
         assert s.decide_ns[i] == read[0] + decide_ns + 2 * tick
-        assert min(_parts(s, i)) >= 0
+        assert min(parts(s, i)) >= 0
 
 
 # ---- the slot grid ---------------------------------------------------------------------------

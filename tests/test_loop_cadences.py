@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from loop_fakes import (
-    COSTS,
-    DECIDE_NS,
+    TICK,
+    WINDOW_NS,
     FakeAgree,
     FakeClock,
     FakeForward,
@@ -15,6 +15,7 @@ from loop_fakes import (
     FakePath,
     events,
     make_loop,
+    parts,
     timed_decide,
 )
 
@@ -23,15 +24,6 @@ from dpsync_bench.measure.loop import (
     Schedule,
     to_arrays,
 )
-
-HOST = {k: v[0] for k, v in COSTS.items()}
-GPU = {k: v[1] for k, v in COSTS.items()}
-WINDOW_NS = sum(HOST.values()) + sum(GPU.values()) + DECIDE_NS
-TICK = 1_000  # a clock read, in the cadence tests (a spin needs the clock to move)
-
-
-def _parts(s: Samples, i: int) -> list[int]:
-    return [s.row_ns[i], s.collective_ns[i], s.stall_ns[i], s.decide_ns[i]]
 
 
 # ---- the isolated cadence --------------------------------------------------------------------
@@ -71,7 +63,7 @@ def test_isolated_passes_start_at_their_slot_after_a_measured_idle_gap(monkeypat
         assert s.start_ns[i] == slot + offset + TICK  # the slot, on this rank's clock
         assert s.idle_gap_ns[i] == slot + offset - agreed[i]  # agreement's end to the slot
         assert s.pass_ns[i] == WINDOW_NS + 4 * TICK  # no slot wait inside the window
-        assert sum(_parts(s, i)) == s.pass_ns[i]
+        assert sum(parts(s, i)) == s.pass_ns[i]
     # busy time: from the slot to the end of the iteration's work (the next readiness)
     assert busy[:-1] == [
         a - slot for a, (_, slot, _) in zip(agree.asked[1:], slots[:-1], strict=True)
