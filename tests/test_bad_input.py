@@ -7,7 +7,7 @@ stray argument, --nproc 0, --nnodes without endpoint, NCCL path without CUDA, sh
 file (and a read-only directory when not root), corrupt / foreign / schema-1 / locked
 --resume directory, malformed DPSYNC_FAULT; a locked run directory is never written. The
 same validation in-process (`dpsync_bench check`, what run_bench.sh runs first) over a
-wider set. Plus check_environment and delayer_core.selection's malformed env flag.
+wider set. Plus check_environment (a malformed env flag: test_selection.py).
 """
 
 from __future__ import annotations
@@ -294,16 +294,3 @@ def test_check_environment_more_ranks_than_gpus():
         check_environment(nccl, world_size=2, local_world_size=2, cuda_devices=1)
     assert "\n" not in str(err.value)
     check_environment(nccl, world_size=2, local_world_size=2, cuda_devices=2)
-
-
-def test_malformed_env_flag_names_the_variable():
-    from delayer_core.selection import NCCL_FLAG, ServerArgs, env_bool, select_path
-
-    with pytest.raises(ValueError, match=NCCL_FLAG) as err:
-        env_bool({NCCL_FLAG: "maybe"}, NCCL_FLAG)
-    assert "maybe" in str(err.value)
-    with pytest.raises(ValueError, match=NCCL_FLAG):
-        select_path(ServerArgs(), {NCCL_FLAG: "maybe"}, object(), object(), "cpu")
-    for raw in ("", "2", "tru", "on "):
-        with pytest.raises(ValueError, match=NCCL_FLAG):
-            select_path(ServerArgs(), {NCCL_FLAG: raw}, object(), object(), "cpu")
